@@ -1,0 +1,53 @@
+# Tailor: the two commands that matter are `make demo` and `make test`; both set up what they
+# need (Debian packages, the Go binaries, the virtualenv) and cache it outside the clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+TAILOR_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tailor
+export TAILOR_CACHE
+VENV := $(TAILOR_CACHE)/venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: prereqs
+prereqs: ## check (as root: install) the Debian packages the stack needs
+	@hack/prereqs.sh
+
+.PHONY: binaries
+binaries: ## build the pinned Go binaries (control plane, kubectl, etcd, MinIO) into the cache
+	@hack/build-binaries.sh kubernetes etcd minio
+
+.PHONY: venv
+venv: ## create or update the virtualenv in the cache
+	@hack/ensure-venv.sh
+
+.PHONY: setup
+setup: prereqs binaries venv
+
+.PHONY: up
+up: setup ## start the local stack in the background (idempotent); writes .tailor/env
+	@$(PY) -m tailor_localstack up
+
+.PHONY: down
+down: ## stop the local stack; leaves no processes, mounts, namespaces or bridges
+	@if [ -x $(PY) ]; then $(PY) -m tailor_localstack down; fi
+
+.PHONY: status
+status: ## show the local stack's components and their health
+	@$(PY) -m tailor_localstack status
+
+.PHONY: demo
+demo: up ## run the demo on the local stack
+	@$(PY) hack/demo.py
+
+.PHONY: lint
+lint: venv ## ruff and mypy
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
+
+.PHONY: test
+test: setup lint ## lint, then unit, integration and end-to-end tests (starts the stack if needed)
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
