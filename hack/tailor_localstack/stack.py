@@ -118,8 +118,11 @@ def _free_port(host: str) -> int:
 
 
 def _subnet_for(directory: Path) -> ipaddress.IPv4Network:
-    """One /24 of 198.18.0.0/15 per stack directory, so two clones' stacks do not collide."""
-    index = int(hashlib.sha256(str(directory).encode()).hexdigest(), 16) % 512
+    """One /24 of 198.18.0.0/15 per stack directory, so two clones' stacks do not collide.
+
+    The last /24 of the range is the Service CIDR, so it is never a pod network.
+    """
+    index = int(hashlib.sha256(str(directory).encode()).hexdigest(), 16) % 511
     base = int(ipaddress.IPv4Address("198.18.0.0")) + index * 256
     return ipaddress.IPv4Network((base, 24))
 
@@ -207,6 +210,7 @@ class Stack:
         if state is not None:
             progress("found a stopped or broken stack: cleaning it up first")
         self.down(progress=lambda _msg: None)
+        self._reported.clear()
         paths = binary_paths()
         started = time.monotonic()
 

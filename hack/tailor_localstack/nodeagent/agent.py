@@ -490,6 +490,7 @@ class PodWorker(threading.Thread):
         except podspec.EnvError as error:
             self._waiting(container, "CreateContainerConfigError", str(error))
             self.event("Failed", f"Error: {error}", warning=True)
+            self.restart_at[name] = time.monotonic() + RETRY_SECONDS
             return False
         run = ContainerRun(self.sandbox, container, restart_count=restarts,
                            argv=podspec.command_line(container, env), env=env,
@@ -705,7 +706,7 @@ class PodWorker(threading.Thread):
                 state = next(iter(self.statuses[name]["state"]))
                 code = self.statuses[name]["state"].get("terminated", {}).get("exitCode")
                 states.append((state, code))
-            phase = podspec.pod_phase(policy, states)
+            phase = podspec.pod_phase(states)
             self.publish(phase)
             if phase in ("Succeeded", "Failed"):
                 break

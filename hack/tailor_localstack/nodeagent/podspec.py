@@ -49,9 +49,9 @@ def unsupported_features(pod: Pod) -> list[str]:
             if kind == "initContainers" and c.get("restartPolicy") == "Always":
                 problems.append(f"{where} is a sidecar (restartPolicy: Always)")
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-                if c.get(probe):
+                if c.get(probe) is not None:
                     problems.append(f"{where} has a {probe}")
-            if c.get("lifecycle"):
+            if c.get("lifecycle") is not None:
                 problems.append(f"{where} has lifecycle hooks")
             for mount in c.get("volumeMounts", []) or []:
                 if mount.get("subPathExpr"):
@@ -172,7 +172,7 @@ def command_line(container: Container, env: Mapping[str, str]) -> list[str]:
             list(container.get("command", []) or []) + list(container.get("args", []) or [])]
 
 
-def pod_phase(restart_policy: str, states: list[tuple[str, int | None]]) -> str:
+def pod_phase(states: list[tuple[str, int | None]]) -> str:
     """The phase of a pod from its main containers' `(state, exit code)`.
 
     state is one of waiting, running, terminated; a terminated container that will restart

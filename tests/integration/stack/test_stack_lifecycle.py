@@ -1,0 +1,66 @@
+"""`make up` / `make down` on a second, throwaway stack: idempotent, crash-safe, leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tailor_localstack import netns
+from tailor_localstack.stack import Stack, binary_paths
+from tailor_localstack.testing import eventually
+
+
+def leftovers(stack: Stack, bridge: str) -> dict[str, list[str]]:
+    prefix = netns.namespace_prefix(stack.dir)
+    procs = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(stack.dir) in cmdline:
+                procs.append(cmdline.replace("\0", " ")[:120])
+    namespaces = [n.name for n in netns.NETNS_DIR.iterdir() if n.name.startswith(prefix)] \
+        if netns.NETNS_DIR.exists() else []
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if line.split()[1].startswith(str(stack.dir))]
+    return {"processes": procs, "namespaces": namespaces, "mounts": mounts,
+            "bridges": [bridge] if f" {bridge}:" in links else []}
+
+
+def run_pod(stack: Stack, name: str) -> None:
+    kubectl = [str(binary_paths()["kubectl"]), f"--kubeconfig={stack.dir / 'kubeconfig'}"]
+    subprocess.run([*kubectl, "run", name, "--image=unused", "--restart=Never", "--command",
+                    "--", "sleep", "600"], check=True, capture_output=True)
+    eventually(lambda: subprocess.run(
+        [*kubectl, "get", "pod", name, "-o", "jsonpath={.status.phase}"],
+        capture_output=True, text=True).stdout == "Running", timeout=30, what=f"{name} to run")
+
+
+def test_up_twice_is_harmless_a_crash_is_cleaned_and_down_leaves_nothing(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack")
+    messages: list[str] = []
+    try:
+        first = stack.up(progress=messages.append)
+        run_pod(stack, "before-crash")
+        again = stack.up(progress=messages.append)
+        assert "already running" in messages[-1]
+        assert again.pids == first.pids
+
+        # A crash: every process of the stack dies at once, pods' namespaces stay behind.
+        for pid in first.pids.values():
+            os.killpg(pid, signal.SIGKILL)
+        assert leftovers(stack, first.bridge)["namespaces"], "the crash should leave a netns"
+        restarted = stack.up(progress=messages.append)
+        assert "cleaning it up" in " ".join(messages)
+        assert set(restarted.pids.values()).isdisjoint(first.pids.values())
+        run_pod(stack, "after-crash")
+    finally:
+        stack.down(progress=messages.append)
+    assert leftovers(stack, first.bridge) == {"processes": [], "namespaces": [], "mounts": [],
+                                              "bridges": []}
+    assert not (stack.dir / "env").exists()

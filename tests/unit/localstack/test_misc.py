@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from tailor_localstack import stack as stack_module
+from tailor_localstack.nodeagent.quantity import parse_quantity
+from tailor_localstack.pki import PKI, Identity
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("500m", Decimal("0.5")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)),
+    ("64Mi", Decimal(64 * 2**20)), ("1e3", Decimal(1000)), ("1.5k", Decimal(1500)),
+])
+def test_quantities(text: str, value: Decimal) -> None:
+    assert parse_quantity(text) == value
+
+
+def test_a_bad_quantity_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a quantity"):
+        parse_quantity("12parsecs")
+
+
+def test_pki_issues_identities_and_reissues_serving_for_new_addresses(tmp_path: Path) -> None:
+    pki = PKI(tmp_path / "pki")
+    node = Identity("node", "system:node:n1", ("system:nodes",))
+    pki.ensure(server_ips=["198.18.0.1"], server_names=["kubernetes"], clients=[node])
+    cert = x509.load_pem_x509_certificate(pki.cert("node").read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:n1"
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == \
+        "system:nodes"
+    first_serving = pki.cert("serving").read_bytes()
+    pki.ensure(server_ips=["198.18.0.1"], server_names=["kubernetes"], clients=[node])
+    assert pki.cert("serving").read_bytes() == first_serving
+    pki.ensure(server_ips=["198.18.7.1"], server_names=["kubernetes"], clients=[node])
+    serving = x509.load_pem_x509_certificate(pki.cert("serving").read_bytes())
+    ips = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in ips.get_values_for_type(x509.IPAddress)] == ["198.18.7.1"]
+    assert oct(pki.key("node").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_missing_debian_package_is_named_with_its_install_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack_module.shutil, "which", lambda _name: None)
+    with pytest.raises(stack_module.StackError,
+                       match=r"prometheus is missing: install it with `apt-get install -y "
+                             r"prometheus`"):
+        stack_module.binary_paths()
+
+
+def test_subnets_differ_per_directory_and_avoid_the_service_range() -> None:
+    subnets = {stack_module._subnet_for(Path(f"/work/clone-{i}")) for i in range(200)}
+    assert len(subnets) > 150
+    assert all(s.subnet_of(__import__("ipaddress").ip_network("198.18.0.0/15")) for s in subnets)
+    assert all(str(s) != stack_module.SERVICE_CIDR for s in subnets)
