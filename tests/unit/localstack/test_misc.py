@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ipaddress
+import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def test_pki_issues_identities_and_reissues_serving_for_new_addresses(tmp_path: 
 
 def test_a_missing_debian_package_is_named_with_its_install_command(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stack_module.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
     with pytest.raises(stack_module.StackError,
                        match=r"prometheus is missing: install it with `apt-get install -y "
                              r"prometheus`"):
@@ -54,5 +56,5 @@ def test_a_missing_debian_package_is_named_with_its_install_command(
 def test_subnets_differ_per_directory_and_avoid_the_service_range() -> None:
     subnets = {stack_module._subnet_for(Path(f"/work/clone-{i}")) for i in range(200)}
     assert len(subnets) > 150
-    assert all(s.subnet_of(__import__("ipaddress").ip_network("198.18.0.0/15")) for s in subnets)
+    assert all(s.subnet_of(ipaddress.ip_network("198.18.0.0/15")) for s in subnets)
     assert all(str(s) != stack_module.SERVICE_CIDR for s in subnets)

@@ -59,7 +59,8 @@ def test_env_precedence_and_sources() -> None:
 
 
 def test_a_missing_secret_is_an_error_unless_optional() -> None:
-    ref = {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}
+    ref: dict[str, Any] = {"name": "KEY",
+                           "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}
     with pytest.raises(podspec.EnvError, match="secretKeyRef 'absent' not found"):
         env_of({"env": [ref]})
     ref["valueFrom"]["secretKeyRef"]["optional"] = True
