@@ -56,5 +56,5 @@ def test_a_missing_debian_package_is_named_with_its_install_command(
 def test_subnets_differ_per_directory_and_avoid_the_service_range() -> None:
     subnets = {stack_module._subnet_for(Path(f"/work/clone-{i}")) for i in range(200)}
     assert len(subnets) > 150
-    assert all(s.subnet_of(ipaddress.ip_network("198.18.0.0/15")) for s in subnets)
+    assert all(s.subnet_of(ipaddress.IPv4Network("198.18.0.0/15")) for s in subnets)
     assert all(str(s) != stack_module.SERVICE_CIDR for s in subnets)
