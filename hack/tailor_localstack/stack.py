@@ -135,7 +135,8 @@ class Stack:
         self.logs = self.dir / "logs"
         self.run = self.dir / "run"
         self.pki = PKI(self.dir / "pki")
-        self._reported: set[str] = set()  # components whose readiness `up` has announced
+        # Seconds from the start of the last `up` until each component was ready.
+        self.ready_after: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------- state
     @property
@@ -172,8 +173,11 @@ class Stack:
         return {
             "etcd": http(f"http://127.0.0.1:{state.ports['etcd']}/health"),
             "kube-apiserver": http(f"{state.api_server}/readyz", cert=admin, verify=ca),
-            "kube-controller-manager": http(
-                f"https://127.0.0.1:{state.ports['controller-manager']}/healthz", verify=ca),
+            # Ready once its ServiceAccount controller has run: pods are refused until then.
+            "kube-controller-manager": lambda: http(
+                f"https://127.0.0.1:{state.ports['controller-manager']}/healthz", verify=ca)()
+            and http(f"{state.api_server}/api/v1/namespaces/default/serviceaccounts/default",
+                     cert=admin, verify=ca)(),
             "kube-scheduler": http(
                 f"https://127.0.0.1:{state.ports['scheduler']}/healthz", verify=ca),
             "node-agent": lambda: self._node_ready(state),
@@ -210,7 +214,7 @@ class Stack:
         if state is not None:
             progress("found a stopped or broken stack: cleaning it up first")
         self.down(progress=lambda _msg: None)
-        self._reported.clear()
+        self.ready_after.clear()
         paths = binary_paths()
         started = time.monotonic()
 
@@ -387,7 +391,7 @@ class Stack:
     def _wait(self, state: StackState, names: list[str], started: float, timeout: float,
               progress: Callable[[str], None]) -> None:
         checks = self._health_checks(state)
-        pending = set(names) - self._reported
+        pending = set(names) - set(self.ready_after)
 
         while pending:
             for name in sorted(pending):
@@ -396,8 +400,8 @@ class Stack:
                                      f"{self.logs / (name + '.log')}")
                 if checks[name]():
                     pending.discard(name)
-                    self._reported.add(name)
-                    progress(f"  {name:<24} ready after {time.monotonic() - started:5.1f}s")
+                    self.ready_after[name] = time.monotonic() - started
+                    progress(f"  {name:<24} ready after {self.ready_after[name]:5.1f}s")
             if pending and time.monotonic() - started > timeout:
                 raise StackError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}"
                                  f"; see the logs in {self.logs}")
