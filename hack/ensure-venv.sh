@@ -7,7 +7,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 source "$here/versions.sh"
 venv="$TAILOR_CACHE/venv"
-extras="${TAILOR_EXTRAS:-dev}"
+extras="${TAILOR_EXTRAS:-dev,trainer}"
 deps_stamp="$(cat "$repo/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
 
 if [[ ! -x "$venv/bin/python" ]]; then
