@@ -1,0 +1,108 @@
+"""What the operator hands the trainer, read once from the environment.
+
+The TrainingJob arrives as JSON in TAILOR_TRAININGJOB and is parsed with the operator's own
+pydantic models, so the trainer sees exactly the defaulted spec the API server stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from tailor.api import contract
+from tailor.api.trainingjob import TrainingJobSpec
+
+from tailor_trainer.errors import REASON_INVALID_SPEC, PermanentError
+
+ENV_TERMINATION_LOG = "TAILOR_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+ENV_WORK_DIR = "TAILOR_WORK_DIR"
+"""Local scratch space (downloads, checkpoints before upload); defaults to the temp dir."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The parsed TrainingJob plus the run's identity and locations."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: TrainingJobSpec
+    run_id: str
+    artifact_uri: str
+    model_uri: str
+    model_name: str
+    metrics_port: int
+    group_restarts: int
+    termination_log: str
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return join_uri(self.artifact_uri, "checkpoints/")
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join URI segments with single slashes, keeping a trailing slash on the last one."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.lstrip('/')}"
+    return out
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise PermanentError(REASON_INVALID_SPEC, f"environment variable {name} is not set; the "
+                             "operator sets it in every worker pod")
+    return value
+
+
+def load_config(env: Mapping[str, str] | None = None) -> RunConfig:
+    """Read and validate the run's configuration; a bad one is a permanent failure."""
+    env = os.environ if env is None else env
+    raw = _require(env, contract.ENV_TRAININGJOB)
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise PermanentError(REASON_INVALID_SPEC,
+                             f"{contract.ENV_TRAININGJOB} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("spec"), dict):
+        raise PermanentError(REASON_INVALID_SPEC,
+                             f"{contract.ENV_TRAININGJOB} must be a TrainingJob object with a spec")
+    try:
+        spec = TrainingJobSpec.model_validate(obj["spec"])
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise PermanentError(REASON_INVALID_SPEC, f"invalid TrainingJob spec: {problems}") from exc
+    custom = spec.task == "custom"
+    metadata = obj.get("metadata") or {}
+    name = str(metadata.get("name") or "trainingjob")
+    port_text = env.get(contract.ENV_METRICS_PORT, str(contract.METRICS_PORT))
+    restarts_text = env.get(contract.ENV_RESTART_COUNT, "0")
+    try:
+        port = int(port_text)
+        restarts = int(restarts_text)
+    except ValueError as exc:
+        raise PermanentError(REASON_INVALID_SPEC,
+                             f"bad numeric environment variable: {exc}") from exc
+    return RunConfig(
+        name=name,
+        namespace=str(metadata.get("namespace") or "default"),
+        uid=str(metadata.get("uid") or ""),
+        spec=spec,
+        run_id=_require(env, contract.ENV_RUN_ID),
+        # A custom task may have no output; the built-in recipes always need both locations.
+        artifact_uri=(env.get(contract.ENV_ARTIFACT_URI, "") if custom
+                      else _require(env, contract.ENV_ARTIFACT_URI)),
+        model_uri=(env.get(contract.ENV_MODEL_URI, "") if custom
+                   else _require(env, contract.ENV_MODEL_URI)),
+        model_name=spec.model_name(name),
+        metrics_port=port,
+        group_restarts=restarts,
+        termination_log=env.get(ENV_TERMINATION_LOG, DEFAULT_TERMINATION_LOG),
+    )

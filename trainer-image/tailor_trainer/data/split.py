@@ -1,0 +1,132 @@
+"""The deterministic split and the locked test set.
+
+Each example's split follows from a salted hash of its key (its id, or its group when a group
+column is named, so every member of a group lands on the same side). Two independent hashes
+decide: the first puts a `test` share into the test set; the second divides the rest between
+validation and training. Because neither depends on any other row, assignments are stable as
+the data grows.
+
+The first run of a model writes the test set's manifest (ids, groups and a content
+fingerprint) beside the model's runs. Every later run reads it and uses exactly those ids as
+the test set: new examples go to training or validation only (new members of a locked group
+are held out entirely), and a changed or missing test example fails the run, because the
+numbers would no longer be comparable. Only data.split.testSetVersion starts a new test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tailor.api.trainingjob import Split
+
+from tailor_trainer.errors import REASON_TEST_SET_CHANGED, PermanentError
+
+Part = Literal["train", "validation", "test", "held-out"]
+MANIFEST_FORMAT = 1
+
+
+def unit_hash(salt: str, key: str) -> float:
+    """A uniform number in [0, 1) from the key; the same on every machine and Python run."""
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def content_digest(example_id: str, text: str, label: str) -> str:
+    return hashlib.sha256(f"{example_id}\x00{text}\x00{label}".encode()).hexdigest()
+
+
+def fingerprint(digests: Iterable[str]) -> str:
+    """Order-independent fingerprint of a set of examples."""
+    h = hashlib.sha256()
+    for digest in sorted(digests):
+        h.update(bytes.fromhex(digest))
+    return h.hexdigest()
+
+
+def manifest_uri(model_uri: str, version: int) -> str:
+    return f"{model_uri.rstrip('/')}/test-sets/v{version}/manifest.json"
+
+
+@dataclass
+class LockedTestSet:
+    """The test ids of a model (and their groups), as written by its first run."""
+
+    version: int
+    seed: int
+    ids: dict[str, str]  # id -> content digest
+    groups: set[str] = field(default_factory=set)
+    fingerprint: str = ""
+    created_by_run: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "format": MANIFEST_FORMAT,
+            "version": self.version,
+            "seed": self.seed,
+            "createdByRun": self.created_by_run,
+            "count": len(self.ids),
+            "fingerprint": self.fingerprint,
+            "groups": sorted(self.groups),
+            "examples": [{"id": i, "sha256": d} for i, d in sorted(self.ids.items())],
+        }, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, uri: str) -> LockedTestSet:
+        try:
+            data: Any = json.loads(raw)
+            ids = {str(e["id"]): str(e["sha256"]) for e in data["examples"]}
+            locked = cls(version=int(data["version"]), seed=int(data["seed"]), ids=ids,
+                         groups={str(g) for g in data.get("groups", [])},
+                         fingerprint=str(data["fingerprint"]),
+                         created_by_run=str(data.get("createdByRun", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(REASON_TEST_SET_CHANGED,
+                                 f"the locked test manifest {uri} is unreadable ({exc}); restore "
+                                 "it or bump data.split.testSetVersion") from exc
+        if locked.fingerprint != fingerprint(ids.values()):
+            raise PermanentError(REASON_TEST_SET_CHANGED,
+                                 f"the locked test manifest {uri} does not match its own "
+                                 "fingerprint (edited by hand?); restore it or bump "
+                                 "data.split.testSetVersion")
+        return locked
+
+
+class Splitter:
+    """Assigns each example to a part, with or without a locked test set."""
+
+    def __init__(self, split: Split, locked: LockedTestSet | None) -> None:
+        self.split = split
+        self.locked = locked
+        self._salt = f"tailor-split:{split.seed}"
+        self._val_share = split.validation / (1.0 - split.test)
+
+    def assign(self, example_id: str, group: str | None) -> Part:
+        key = group if group else example_id
+        if self.locked is not None:
+            if example_id in self.locked.ids:
+                return "test"
+            if group and group in self.locked.groups:
+                return "held-out"  # a new member of a test group would leak into training
+        elif unit_hash(self._salt + ":test", key) < self.split.test:
+            return "test"
+        if unit_hash(self._salt + ":validation", key) < self._val_share:
+            return "validation"
+        return "train"
+
+
+def verify_test_set(locked: LockedTestSet, found: dict[str, str], uri: str) -> None:
+    """Fail unless the data holds every locked test example, unchanged."""
+    missing = [i for i in locked.ids if i not in found]
+    changed = [i for i, d in locked.ids.items() if i in found and found[i] != d]
+    if missing or changed:
+        sample = ", ".join(repr(i) for i in (missing + changed)[:5])
+        raise PermanentError(
+            REASON_TEST_SET_CHANGED,
+            f"the data no longer matches the locked test set {uri} ({len(locked.ids)} examples): "
+            f"{len(missing)} missing and {len(changed)} changed (text or label), e.g. {sample}. "
+            "Restore them, or bump data.split.testSetVersion to lock a new test set",
+        )

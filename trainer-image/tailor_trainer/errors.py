@@ -1,0 +1,51 @@
+"""The trainer's failure kinds, mapped onto the contract's exit codes.
+
+A failure is either the input's fault (bad data, bad configuration: retrying cannot help, so the
+job fails at once with EXIT_PERMANENT) or the world's (storage unreachable, a peer lost: the
+worker group is restarted and resumes from its last checkpoint, EXIT_RETRYABLE). Anything that
+is neither is a bug or a crash, and the contract treats its exit code as retryable too.
+"""
+
+from __future__ import annotations
+
+from tailor.api.contract import EXIT_PERMANENT, EXIT_RETRYABLE
+
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_DATA_QUALITY_FAILED = "DataQualityFailed"
+REASON_DATA_UNREADABLE = "DataUnreadable"
+REASON_TEST_SET_CHANGED = "TestSetChanged"
+REASON_STORAGE_DENIED = "StorageAccessDenied"
+REASON_STORAGE_ERROR = "StorageError"
+REASON_BASE_MODEL_UNUSABLE = "BaseModelUnusable"
+REASON_PREEMPTED = "Preempted"
+REASON_PEER_FAILED = "PeerFailed"
+REASON_CRASHED = "Crashed"
+
+
+class TrainerError(Exception):
+    """A failure with a CamelCase reason and a message written for the person who fixes it."""
+
+    exit_code = 1
+    permanent = False
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[TrainerError], tuple[str, str]]:
+        # Errors travel between ranks as pickled objects (all_gather_object).
+        return (type(self), (self.reason, self.message))
+
+
+class PermanentError(TrainerError):
+    """Bad data or bad configuration: the same input would fail the same way again."""
+
+    exit_code = EXIT_PERMANENT
+    permanent = True
+
+
+class RetryableError(TrainerError):
+    """A transient failure: a restart of the worker group may well succeed."""
+
+    exit_code = EXIT_RETRYABLE

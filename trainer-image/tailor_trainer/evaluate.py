@@ -1,0 +1,262 @@
+"""Evaluation on the locked test set and the promotion verdict.
+
+Every model is judged on the same examples, once, at the end: the candidate, the generic
+baseline and the production model when there is one. The generic baseline is the base model
+used without fine-tuning. An encoder has no classification head of its own, so "used as it
+is" means a linear probe: a multinomial logistic regression on its frozen, mean-pooled
+features, fitted on the training split with the regularization chosen on validation. That is
+the cheapest thing a team could deploy instead of a fine-tuned model, and it isolates what
+fine-tuning adds.
+
+The candidate must beat each baseline by evaluation.minImprovement on the chosen metric and
+the difference must be significant: the exact McNemar test on the paired correct/incorrect
+outcomes for accuracy, a paired bootstrap confidence interval for macro-F1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from tailor.api.trainingjob import Evaluation, Promotion
+from torch import nn
+
+PROBE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)
+ECE_BINS = 15
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (y, pred), 1)
+    tp = np.diag(matrix).astype(float)
+    col, row = matrix.sum(0), matrix.sum(1)
+    precision = np.divide(tp, col, out=np.zeros_like(tp), where=col > 0)
+    recall = np.divide(tp, row, out=np.zeros_like(tp), where=row > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return float(f1.mean())
+
+
+def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    confidence = probs.max(1)
+    correct = (probs.argmax(1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+def classification_report(y: np.ndarray, probs: np.ndarray,
+                          labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class scores, confusion matrix and calibration error."""
+    classes = len(labels)
+    pred = probs.argmax(1)
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (y, pred), 1)
+    per_class = {}
+    for i, label in enumerate(labels):
+        tp = int(matrix[i, i])
+        predicted, actual = int(matrix[:, i].sum()), int(matrix[i].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": precision, "recall": recall, "f1": f1,
+                            "support": actual}
+    return {
+        "examples": len(y),
+        "accuracy": float((pred == y).mean()) if len(y) else 0.0,
+        "macro-f1": macro_f1(y, pred, classes),
+        "calibration_error": expected_calibration_error(y, probs) if len(y) else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+# --- significance ---------------------------------------------------------------------------
+
+def mcnemar_exact(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:
+    """Exact McNemar test on the paired outcomes of two classifiers (two-sided p-value)."""
+    a_ok, b_ok = pred_a == y, pred_b == y
+    table = np.array([[np.sum(a_ok & b_ok), np.sum(a_ok & ~b_ok)],
+                      [np.sum(~a_ok & b_ok), np.sum(~a_ok & ~b_ok)]])
+    if table[0, 1] + table[1, 0] == 0:
+        return {"p_value": 1.0, "only_a": 0.0, "only_b": 0.0}
+    result = mcnemar(table, exact=True)
+    return {"p_value": float(result.pvalue), "only_a": float(table[0, 1]),
+            "only_b": float(table[1, 0])}
+
+
+def paired_bootstrap_f1(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: int,
+                        samples: int, alpha: float, seed: int) -> dict[str, float]:
+    """Percentile bootstrap CI (scipy) of macro-F1(a) - macro-F1(b), resampling examples."""
+    def diff(yy: np.ndarray, aa: np.ndarray, bb: np.ndarray, axis: int = -1) -> np.ndarray:
+        yy, aa, bb = np.atleast_2d(yy), np.atleast_2d(aa), np.atleast_2d(bb)
+        out = np.array([macro_f1(yy[i], aa[i], classes) - macro_f1(yy[i], bb[i], classes)
+                        for i in range(yy.shape[0])])
+        return out if out.size > 1 else out.reshape(())
+
+    result = stats.bootstrap((y, pred_a, pred_b), diff, paired=True, vectorized=True,
+                             n_resamples=samples, confidence_level=1 - alpha,
+                             method="percentile", rng=np.random.default_rng(seed))
+    distribution = np.asarray(result.bootstrap_distribution)
+    return {"ci_low": float(result.confidence_interval.low),
+            "ci_high": float(result.confidence_interval.high),
+            "p_value": float(np.mean(distribution <= 0.0))}
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    metric: str
+    candidate: float
+    other: float
+    improvement: float
+    p_value: float
+    ci_low: float | None
+    ci_high: float | None
+    better: bool
+    significant: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compare(name: str, y: np.ndarray, cand: np.ndarray, other: np.ndarray, classes: int,
+            evaluation: Evaluation, seed: int) -> Comparison:
+    metric = evaluation.metric
+    if metric == "accuracy":
+        a, b = float((cand == y).mean()), float((other == y).mean())
+        test = mcnemar_exact(y, cand, other)
+        low = high = None
+        # Two-sided test, and the direction must favour the candidate.
+        significant = test["p_value"] < evaluation.significance_level and a > b
+        p = test["p_value"]
+    else:
+        a, b = macro_f1(y, cand, classes), macro_f1(y, other, classes)
+        boot = paired_bootstrap_f1(y, cand, other, classes, evaluation.bootstrap_samples,
+                                   evaluation.significance_level, seed)
+        low, high, p = boot["ci_low"], boot["ci_high"], boot["p_value"]
+        significant = low > 0.0
+    improvement = a - b
+    return Comparison(name, metric, a, b, improvement, p, low, high,
+                      better=improvement >= evaluation.min_improvement, significant=significant)
+
+
+@dataclass
+class Verdict:
+    promote: bool
+    reason: str  # Promoted, NotBetter, NotSignificant, AwaitingApproval
+    message: str
+
+
+def decide(comparisons: Sequence[Comparison], promotion: Promotion,
+           evaluation: Evaluation) -> Verdict:
+    for c in comparisons:
+        if not c.better:
+            return Verdict(False, "NotBetter",
+                           f"{c.metric} {c.candidate:.4f} vs {c.baseline} {c.other:.4f}: "
+                           f"improvement {c.improvement:+.4f} is below the required "
+                           f"{evaluation.min_improvement:g}")
+    for c in comparisons:
+        if not c.significant:
+            return Verdict(False, "NotSignificant",
+                           f"{c.metric} {c.candidate:.4f} vs {c.baseline} {c.other:.4f}: "
+                           f"not significant at {evaluation.significance_level:g} "
+                           f"(p={c.p_value:.3g})")
+    summary = ", ".join(f"{c.baseline} {c.other:.4f} (p={c.p_value:.3g})" for c in comparisons)
+    beats = (f"{comparisons[0].metric} {comparisons[0].candidate:.4f} beats {summary}"
+             if comparisons else "no baseline to beat")
+    if promotion.policy == "Manual":
+        return Verdict(False, "AwaitingApproval", f"{beats}; promotion policy is Manual")
+    return Verdict(True, "Promoted", beats)
+
+
+# --- model outputs --------------------------------------------------------------------------
+
+def predict(model: nn.Module, recipe: Any, items: Sequence[Any], device: torch.device,
+            amp: torch.dtype | None, batch_size: int = 64,
+            features: bool = False) -> np.ndarray:
+    """Class probabilities (or pooled features) for encoded items, in their order."""
+    from tailor_trainer.train import autocast
+
+    model.eval()
+    order = sorted(range(len(items)), key=lambda i: -recipe.length(items[i]))
+    out: list[np.ndarray] = [np.empty(0)] * len(items)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in
+                     recipe.collate([items[i] for i in idx], False).items()}
+            with autocast(device, amp):
+                result = (model.features(**batch)  # type: ignore[operator]
+                          if features else model(**batch))
+            values = result.float()
+            if not features:
+                values = torch.softmax(values, -1)
+            for row, i in enumerate(idx):
+                out[i] = values[row].cpu().numpy()
+    if not items:
+        return np.zeros((0, 0))
+    return np.stack(out)
+
+
+class LinearProbe:
+    """Multinomial logistic regression on standardized frozen features (L-BFGS, L2)."""
+
+    def __init__(self, classes: int) -> None:
+        self.classes = classes
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        self.linear: nn.Linear | None = None
+        self.penalty = 0.0
+
+    def _fit_one(self, x: torch.Tensor, y: torch.Tensor, penalty: float) -> nn.Linear:
+        torch.manual_seed(0)
+        linear = nn.Linear(x.shape[1], self.classes).double()
+        nn.init.zeros_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=200,
+                                line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(linear(x), y)
+            loss = loss + penalty * linear.weight.pow(2).sum()
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        opt.step(closure)  # type: ignore[no-untyped-call]
+        return linear
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+            y_val: np.ndarray) -> dict[str, float]:
+        xt = torch.as_tensor(x_train, dtype=torch.float64)
+        self.mean = xt.mean(0)
+        self.std = xt.std(0).clamp(min=1e-6)
+        xt = (xt - self.mean) / self.std
+        yt = torch.as_tensor(y_train, dtype=torch.long)
+        xv = (torch.as_tensor(x_val, dtype=torch.float64) - self.mean) / self.std
+        best_acc, best = -1.0, None
+        for penalty in PROBE_PENALTIES:
+            linear = self._fit_one(xt, yt, penalty)
+            with torch.no_grad():
+                acc = float((linear(xv).argmax(1).numpy() == y_val).mean()) if len(y_val) else 0.0
+            if acc > best_acc:
+                best_acc, best, self.penalty = acc, linear, penalty
+        self.linear = best
+        return {"validation_accuracy": best_acc, "penalty": self.penalty}
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        assert self.linear is not None and self.mean is not None and self.std is not None
+        xt = (torch.as_tensor(x, dtype=torch.float64) - self.mean) / self.std
+        with torch.no_grad():
+            return torch.softmax(self.linear(xt), -1).numpy()

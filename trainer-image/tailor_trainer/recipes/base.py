@@ -1,0 +1,82 @@
+"""What every built-in recipe provides to the training loop, and where base models come from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from tailor_trainer.errors import REASON_BASE_MODEL_UNUSABLE, PermanentError
+from tailor_trainer.storage import NotFound, Store, is_s3
+
+MODEL_META = "tailor-model.json"
+"""Written beside the weights: task, labels and how to rebuild the model."""
+
+
+class Recipe(Protocol):
+    """A task's model, input encoding and batching; the loop in train.py stays generic."""
+
+    task: str
+
+    def build(self, num_labels: int) -> nn.Module:
+        """The candidate: the base model with a fresh classification head."""
+
+    def encode(self, inputs: Sequence[str]) -> list[Any]:
+        """Per-example inputs ready for `collate` (token ids, image tensors)."""
+
+    def length(self, item: Any) -> int:
+        """A cost measure for bucketing (tokens for text; constant for images)."""
+
+    def collate(self, items: Sequence[Any], train: bool) -> dict[str, torch.Tensor]:
+        """A padded batch of encoded inputs."""
+
+    def save(self, model: nn.Module, directory: Path, labels: Sequence[str]) -> None:
+        """Weights (safetensors), config and preprocessing, loadable by `load`."""
+
+    def load(self, directory: Path) -> tuple[nn.Module, list[str]]:
+        """A model saved by `save`, with its labels."""
+
+    def generic(self) -> nn.Module:
+        """The base model as it is, for the linear-probe baseline (features only)."""
+
+
+def fetch_base_model(store: Store, uri: str, work_dir: Path) -> Path:
+    """A local directory holding the base model named by spec.model.base."""
+    if uri.startswith("hf://"):
+        # Only where the cluster reaches the Hub: let transformers download it.
+        return Path(uri[len("hf://"):])
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.is_dir():
+            raise PermanentError(REASON_BASE_MODEL_UNUSABLE,
+                                 f"spec.model.base {uri} is not a directory in the image")
+        return path
+    prefix = uri if uri.endswith("/") else uri + "/"
+    target = work_dir / "base-model"
+    objects = list(store.list(prefix))
+    if not objects:
+        raise PermanentError(REASON_BASE_MODEL_UNUSABLE,
+                             f"spec.model.base {uri} holds no files")
+    for obj in objects:
+        relative = obj.uri[len(prefix):]
+        local = target / relative
+        if not local.exists() or local.stat().st_size != obj.size:
+            try:
+                store.download(obj.uri, local)
+            except NotFound as exc:
+                raise PermanentError(REASON_BASE_MODEL_UNUSABLE,
+                                     f"{obj.uri} vanished while downloading") from exc
+    return target
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    try:
+        meta: dict[str, Any] = json.loads((directory / MODEL_META).read_text())
+    except (OSError, ValueError) as exc:
+        raise PermanentError(REASON_BASE_MODEL_UNUSABLE,
+                             f"{directory} is not a model saved by Tailor ({exc})") from exc
+    return meta

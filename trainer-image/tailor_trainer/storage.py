@@ -1,0 +1,259 @@
+"""One small interface over S3 (boto3, any endpoint such as MinIO) and local paths.
+
+Every write is atomic for its reader: an S3 PUT replaces an object in one step, and a local
+write goes to a temporary file that is renamed into place. Errors are classified here, once:
+a missing bucket or object and refused credentials are permanent (the spec or the Secret must
+change), anything about reaching the endpoint is retryable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from tailor.api.common import Storage
+
+from tailor_trainer.errors import (
+    REASON_DATA_UNREADABLE,
+    REASON_STORAGE_DENIED,
+    REASON_STORAGE_ERROR,
+    PermanentError,
+    RetryableError,
+    TrainerError,
+)
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+           "ExpiredToken", "AllAccessDisabled", "AuthorizationHeaderMalformed"}
+_MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+
+
+class NotFound(Exception):
+    """The object does not exist (callers decide whether that is an error)."""
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+
+
+class Store:
+    """Reads and writes `s3://bucket/key` URIs and absolute local paths alike."""
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        storage = storage or Storage()
+        self._endpoint = storage.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+        self._region = storage.region
+        self._config = Config(
+            s3={"addressing_style": storage.addressing_style},
+            retries={"mode": "standard", "max_attempts": 4},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client("s3", endpoint_url=self._endpoint,
+                                        region_name=self._region, config=self._config)
+        return self._client
+
+    # --- error classification -----------------------------------------------------------------
+    def _error(self, exc: Exception, uri: str, action: str) -> TrainerError:
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if code in _DENIED or status == 403:
+                return PermanentError(REASON_STORAGE_DENIED,
+                                      f"S3 refused to {action} {uri}: {code or status} (check "
+                                      "spec.storage.credentialsSecret and the bucket policy)")
+            if code in _MISSING or status == 404:
+                return PermanentError(REASON_DATA_UNREADABLE,
+                                      f"cannot {action} {uri}: {code or 'not found'}")
+            return RetryableError(REASON_STORAGE_ERROR,
+                                  f"S3 failed to {action} {uri}: {code or status}")
+        if isinstance(exc, EndpointConnectionError | BotoCoreError):
+            return RetryableError(REASON_STORAGE_ERROR,
+                                  f"cannot reach S3 to {action} {uri}: {exc}")
+        if isinstance(exc, PermissionError):
+            return PermanentError(REASON_STORAGE_DENIED, f"cannot {action} {uri}: {exc}")
+        if isinstance(exc, FileNotFoundError):
+            return PermanentError(REASON_DATA_UNREADABLE, f"cannot {action} {uri}: not found")
+        return RetryableError(REASON_STORAGE_ERROR, f"cannot {action} {uri}: {exc}")
+
+    @staticmethod
+    def _missing(exc: Exception) -> bool:
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            return code in {"NoSuchKey", "404", "NotFound"} or (
+                status == 404 and code != "NoSuchBucket")
+        return isinstance(exc, FileNotFoundError)
+
+    # --- reads --------------------------------------------------------------------------------
+    def get_bytes(self, uri: str) -> bytes:
+        """The object's content; NotFound when it does not exist."""
+        try:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                return body
+            return Path(uri).read_bytes()
+        except Exception as exc:
+            if self._missing(exc):
+                raise NotFound(uri) from exc
+            raise self._error(exc, uri, "read") from exc
+
+    def get_bytes_or_none(self, uri: str) -> bytes | None:
+        try:
+            return self.get_bytes(uri)
+        except NotFound:
+            return None
+
+    def exists(self, uri: str) -> bool:
+        try:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                self.client.head_object(Bucket=bucket, Key=key)
+                return True
+            return Path(uri).exists()
+        except Exception as exc:
+            if self._missing(exc):
+                return False
+            raise self._error(exc, uri, "check") from exc
+
+    def download(self, uri: str, path: Path) -> None:
+        """Stream the object to a local file (never whole into memory)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                tmp = path.with_name(path.name + ".part")
+                self.client.download_file(bucket, key, str(tmp))
+                tmp.replace(path)
+            else:
+                shutil.copyfile(uri, path)
+        except Exception as exc:
+            if self._missing(exc):
+                raise NotFound(uri) from exc
+            raise self._error(exc, uri, "download") from exc
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under a prefix (recursively), in key order."""
+        try:
+            if is_s3(prefix):
+                bucket, key = split_s3(prefix)
+                paginator = self.client.get_paginator("list_objects_v2")
+                for page in paginator.paginate(Bucket=bucket, Prefix=key):
+                    for item in page.get("Contents", []):
+                        yield ObjectInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]))
+            else:
+                root = Path(prefix)
+                if root.is_file():
+                    yield ObjectInfo(str(root), root.stat().st_size)
+                elif root.is_dir():
+                    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                        yield ObjectInfo(str(path), path.stat().st_size)
+        except TrainerError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, prefix, "list") from exc
+
+    # --- writes -------------------------------------------------------------------------------
+    def put_bytes(self, uri: str, data: bytes, *, if_absent: bool = False) -> bool:
+        """Write an object; with if_absent, only when none exists (False when one did)."""
+        try:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                if if_absent:
+                    try:
+                        self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                    except ClientError as exc:
+                        code = str(exc.response.get("Error", {}).get("Code", ""))
+                        if code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                            return False
+                        raise
+                    return True
+                self.client.put_object(Bucket=bucket, Key=key, Body=data)
+                return True
+            path = Path(uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            if if_absent:
+                try:
+                    os.link(tmp, path)  # atomic create-if-absent
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(tmp)
+                return True
+            os.replace(tmp, path)
+            return True
+        except Exception as exc:
+            raise self._error(exc, uri, "write") from exc
+
+    def put_file(self, uri: str, path: Path) -> None:
+        try:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                self.client.upload_file(str(path), bucket, key)
+            else:
+                target = Path(uri)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+                os.close(fd)
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, target)
+        except Exception as exc:
+            raise self._error(exc, uri, "write") from exc
+
+    def delete(self, uri: str) -> None:
+        try:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                self.client.delete_object(Bucket=bucket, Key=key)
+            else:
+                Path(uri).unlink(missing_ok=True)
+        except Exception as exc:
+            raise self._error(exc, uri, "delete") from exc
+
+    def delete_prefix(self, prefix: str) -> None:
+        for info in list(self.list(prefix)):
+            self.delete(info.uri)
+
+    def copy(self, source: str, target: str) -> None:
+        try:
+            if is_s3(source) and is_s3(target):
+                sb, sk = split_s3(source)
+                tb, tk = split_s3(target)
+                self.client.copy_object(Bucket=tb, Key=tk, CopySource={"Bucket": sb, "Key": sk})
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(tmp) / "object"
+                    self.download(source, local)
+                    self.put_file(target, local)
+        except TrainerError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, source, "copy") from exc

@@ -1,0 +1,127 @@
+"""MLflow tracking: one MLflow run per Tailor run, found again after a restart.
+
+The MLflow run carries the tag `tailor.run_id`, so a restarted worker group appends to the same
+run instead of starting a second one. Step metrics are buffered and sent in batches. Without a
+tracking URI every call is a no-op and S3 alone holds the record. Tracking failures are logged,
+never fatal: the artifacts in S3 are the source of truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+RUN_TAG = "tailor.run_id"
+FLUSH_EVERY = 50
+
+
+class Tracker:
+    def __init__(self, uri: str | None, experiment: str, run_id: str, run_name: str) -> None:
+        self.enabled = bool(uri)
+        self.uri = uri
+        self.experiment = experiment
+        self.tailor_run_id = run_id
+        self.run_name = run_name
+        self.mlflow_run_id = ""
+        self._client: Any = None
+        self._buffer: list[Any] = []
+
+    def start(self, tags: dict[str, str]) -> str:
+        if not self.enabled:
+            return ""
+        try:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+            exp = self._client.get_experiment_by_name(self.experiment)
+            exp_id = exp.experiment_id if exp else self._client.create_experiment(self.experiment)
+            found = self._client.search_runs([exp_id],
+                                             f"tags.`{RUN_TAG}` = '{self.tailor_run_id}'",
+                                             max_results=1)
+            if found:
+                self.mlflow_run_id = found[0].info.run_id
+                if found[0].info.status != "RUNNING":
+                    self._client.update_run(self.mlflow_run_id, status="RUNNING")
+            else:
+                run = self._client.create_run(exp_id, run_name=self.run_name,
+                                              tags={RUN_TAG: self.tailor_run_id, **tags})
+                self.mlflow_run_id = run.info.run_id
+        except Exception as exc:
+            log.warning("MLflow tracking disabled: %s", exc)
+            self.enabled = False
+            return ""
+        return self.mlflow_run_id
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.enabled or not self.mlflow_run_id:
+            return
+        try:
+            fn(self.mlflow_run_id, *args, **kwargs)
+        except Exception as exc:
+            log.warning("MLflow %s failed: %s", what, exc)
+
+    def params(self, params: dict[str, Any]) -> None:
+        if not self.enabled or self._client is None:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        existing: set[str] = set()
+        # Best effort: a restarted run logs only the params it has not logged yet.
+        with contextlib.suppress(Exception):
+            existing = set(self._client.get_run(self.mlflow_run_id).data.params)
+        fresh = [p for p in items if p.key not in existing]
+        for start in range(0, len(fresh), 100):
+            self._call("params", self._client.log_batch, params=fresh[start:start + 100])
+
+    def tags(self, tags: dict[str, str]) -> None:
+        if not self.enabled or self._client is None:
+            return
+        for key, value in tags.items():
+            self._call("tag", self._client.set_tag, key, value)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled or self._client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in values.items())
+        if len(self._buffer) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer and self._client is not None:
+            batch, self._buffer = self._buffer, []
+            for start in range(0, len(batch), 1000):
+                self._call("metrics", self._client.log_batch, metrics=batch[start:start + 1000])
+
+    def artifacts(self, directory: Path) -> None:
+        if self._client is not None:
+            self._call("artifacts", self._client.log_artifacts, str(directory))
+
+    def register(self, model_name: str, source: str, alias: str) -> str:
+        """A registered-model version for the promoted model, and the alias moved to it."""
+        if not self.enabled or self._client is None:
+            return ""
+        try:
+            try:
+                self._client.get_registered_model(model_name)
+            except Exception:
+                self._client.create_registered_model(model_name)
+            version = self._client.create_model_version(model_name, source=source,
+                                                        run_id=self.mlflow_run_id,
+                                                        tags={RUN_TAG: self.tailor_run_id})
+            self._client.set_registered_model_alias(model_name, alias, version.version)
+            return str(version.version)
+        except Exception as exc:
+            log.warning("MLflow model registration failed: %s", exc)
+            return ""
+
+    def finish(self, status: str) -> None:
+        self.flush()
+        self._call("finish", lambda run_id: self._client.set_terminated(run_id, status=status))
