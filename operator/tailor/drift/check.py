@@ -503,18 +503,21 @@ def calibrated_threshold(
 ) -> float:
     """The statistic's ``1 - false_alarm_rate`` quantile when nothing has drifted.
 
-    Both sides are redrawn from the reference distribution — a reference of the profile's size
-    and a window of ``samples`` values — so the threshold reflects the noise of both at exactly
-    this window size: higher than the customary value for small windows (which would over-alert)
-    and lower for huge ones (which would under-alert). Seeded per feature, so repeated checks
-    on one window agree.
+    The profile stays as it is (the check compares with it, after all); what is redrawn is the
+    truth it was sampled from — a Dirichlet on the reference's bin counts, the Bayesian
+    bootstrap, which is also the exact law of the true mass between sample quantiles — and a
+    window of ``samples`` values from that truth. The threshold therefore reflects both the
+    reference's and the window's noise at exactly this window size: higher than the customary
+    value for small windows (which would over-alert) and lower for huge ones (which would
+    under-alert). Seeded per feature, so repeated checks on one window agree.
     """
     rng = np.random.default_rng([seed, samples])
     total = int(ref_vec.sum())
-    p = ref_vec / total
-    ref_draws = rng.multinomial(total, p, size=resamples).astype(np.float64)
-    cur_draws = rng.multinomial(samples, p, size=resamples).astype(np.float64)
-    rp = ref_draws / total
+    rp = np.broadcast_to(ref_vec / total, (resamples, ref_vec.size))
+    occupied = ref_vec > 0
+    truth = np.zeros((resamples, ref_vec.size))
+    truth[:, occupied] = rng.dirichlet(ref_vec[occupied].astype(np.float64), size=resamples)
+    cur_draws = rng.multinomial(samples, truth).astype(np.float64)
     cp = cur_draws / samples
     if method == "psi":
         a = np.maximum(rp, stats.PSI_EPSILON)
