@@ -6,13 +6,17 @@ Used by tests/conftest.py; kept here so the demo and benchmarks can use the same
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from tailor_localstack.stack import Stack, StackState, binary_paths
+import requests
+
+from tailor_localstack.stack import REPO_ROOT, Stack, StackState, binary_paths
 
 T = TypeVar("T")
 
@@ -72,3 +76,53 @@ def acquire_stack() -> tuple[StackHandle, bool]:
 
 def keep_stack() -> bool:
     return os.environ.get("TAILOR_KEEP_STACK", "") not in ("", "0")
+
+
+class OperatorProcess:
+    """`python -m tailor` running against the local stack as a separate process."""
+
+    def __init__(self, stack: StackHandle, log_path: Path, *extra_args: str) -> None:
+        def free_port() -> int:
+            with socket.socket() as s:
+                s.bind((stack.state.gateway, 0))
+                port: int = s.getsockname()[1]
+                return port
+
+        self.metrics_port, self.liveness_port = free_port(), free_port()
+        self.address = stack.state.gateway
+        self.log_path = log_path
+        env = {**stack.env, "KUBECONFIG": str(stack.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tailor", "--metrics-port", str(self.metrics_port),
+             "--liveness-port", str(self.liveness_port), "--bind-address", self.address,
+             "--progress-interval", "1", *extra_args],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        eventually(self.alive, timeout=60, what=f"the operator to answer (log: {log_path})")
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.address}:{self.metrics_port}/metrics"
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited; see {self.log_path}")
+        try:
+            url = f"http://{self.address}:{self.liveness_port}/healthz"
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except Exception:
+                self.process.kill()
+        self._log.close()

@@ -1,14 +1,15 @@
-"""Install the CRDs once per session (idempotently: they are cluster-scoped and shared)."""
+"""Fixtures of the integration layer: the CRDs installed, and the operator running."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tailor_localstack.testing import StackHandle, eventually
+from tailor_localstack.testing import OperatorProcess, StackHandle, eventually
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CRD_NAMES = ("trainingjobs.tailor.dev", "driftmonitors.tailor.dev")
 
 
@@ -42,3 +43,15 @@ def crds(stack: StackHandle) -> None:
         timeout=60,
         what="kubectl to discover the tailor.dev kinds",
     )
+
+
+SOLO_NAMESPACES = "t-test-solo-*"
+"""Tests whose names start with `test_solo_` run a private operator in their namespace."""
+
+
+@pytest.fixture(scope="session")
+def operator(stack: StackHandle, crds: None) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(stack, stack.dir / "logs" / "operator-tests.log",
+                              "--exclude-namespace", SOLO_NAMESPACES)
+    yield process
+    process.stop()

@@ -28,7 +28,14 @@ ENV_RESTART_COUNT: Final = "TAILOR_GROUP_RESTARTS"
 
 METRICS_PORT: Final = 9464
 """Rank 0 serves Prometheus metrics here; the operator scrapes it for status.progress."""
-RENDEZVOUS_PORT: Final = 29500
+RENDEZVOUS_PORT: Final = 29400
+"""torchrun's c10d rendezvous store, hosted by worker 0."""
+MASTER_PORT: Final = 29500
+
+LAUNCHER: Final = ("python", "-m", "tailor_trainer.launch")
+"""The worker container's entry point: torchrun's launcher run in-process, taking torchrun's
+arguments (its options come from PET_* variables), so that the container's exit code is the
+trainer's (EXIT_PERMANENT survives) rather than torchrun's own 1."""
 
 # --- what the trainer reports back ------------------------------------------------------------
 EXIT_SUCCESS: Final = 0

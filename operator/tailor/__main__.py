@@ -1,0 +1,3 @@
+from tailor.main import main
+
+main()

@@ -1,0 +1,259 @@
+"""The children of a TrainingJob: a headless Service and an Indexed Job of torchrun workers.
+
+Pure functions of the parsed spec; the controller applies what they return. Worker `i` of a
+job named `x` is pod `x-worker-<i>-<random>` with host name `x-worker-<i>`; the headless
+Service `x` gives it the stable name `x-worker-<i>.x.<namespace>.svc.cluster.local`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tailor.api import contract, names
+from tailor.api.constants import (
+    API_VERSION,
+    COMPONENT_SERVICE,
+    COMPONENT_WORKERS,
+    LABEL_COMPONENT,
+    LABEL_TRAININGJOB,
+    TRAININGJOB_KIND,
+)
+from tailor.api.trainingjob import TrainingJobSpec
+
+ANNOTATION_ATTEMPT = "tailor.dev/attempt"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+RENDEZVOUS_TIMEOUT_SECONDS = 600
+DEFAULT_SHM = "1Gi"
+TRAINER_UID = 1000
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6,
+          "G": 10**9, "T": 10**12}
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Identity of the TrainingJob the children belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @property
+    def run_id(self) -> str:
+        """One run per TrainingJob object: stable across restarts, new if re-created."""
+        return f"run-{self.uid[:8]}"
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {"apiVersion": API_VERSION, "kind": TRAININGJOB_KIND, "name": self.name,
+                "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+def labels(job: JobRef, component: str) -> dict[str, str]:
+    return {LABEL_TRAININGJOB: job.name, LABEL_COMPONENT: component}
+
+
+def master_address(job: JobRef) -> str:
+    return (f"{names.worker_hostname(job.name, 0)}.{names.service_name(job.name)}."
+            f"{job.namespace}.svc.cluster.local")
+
+
+def model_uri(spec: TrainingJobSpec, job: JobRef) -> str:
+    if spec.output is None:
+        return ""
+    return f"{spec.output.uri.rstrip('/')}/{spec.model_name(job.name)}/"
+
+
+def artifact_uri(spec: TrainingJobSpec, job: JobRef) -> str:
+    base = model_uri(spec, job)
+    return f"{base}{job.run_id}/" if base else ""
+
+
+def build_service(job: JobRef) -> dict[str, Any]:
+    """Headless, and publishing not-ready addresses: workers must resolve each other before
+    they are ready, since rendezvous is what makes them ready."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": names.service_name(job.name), "namespace": job.namespace,
+                     "labels": labels(job, COMPONENT_SERVICE),
+                     "ownerReferences": [job.owner_reference()]},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                 "selector": labels(job, COMPONENT_WORKERS),
+                 "ports": [{"name": "rendezvous", "port": contract.RENDEZVOUS_PORT},
+                           {"name": "metrics", "port": contract.METRICS_PORT}]},
+    }
+
+
+def _half(quantity: str) -> str:
+    """Half of a memory quantity, in bytes (the /dev/shm size from the memory resources)."""
+    for unit, factor in sorted(_UNITS.items(), key=lambda u: -len(u[0])):
+        if quantity.endswith(unit):
+            return str(int(Decimal(quantity[: -len(unit)]) * factor // 2))
+    return str(int(Decimal(quantity)) // 2)
+
+
+def shm_size(spec: TrainingJobSpec) -> str:
+    resources = spec.resources
+    for group in (resources.limits, resources.requests) if resources else ():
+        if group and "memory" in group:
+            return _half(str(group["memory"]))
+    return DEFAULT_SHM
+
+
+def trainer_command(spec: TrainingJobSpec) -> list[str]:
+    """The worker container's command: the trainer's launcher wraps torchrun, which reads its
+    options from the PET_* environment, and maps the trainer's exit codes through."""
+    if spec.task == "custom":
+        assert spec.command is not None
+        return [*contract.LAUNCHER, "--no-python", *spec.command, *(spec.args or [])]
+    return [*contract.LAUNCHER, "-m", "tailor_trainer"]
+
+
+def torchrun_env(spec: TrainingJobSpec, job: JobRef, attempt: int) -> list[dict[str, Any]]:
+    master = master_address(job)
+    return [
+        {"name": "PET_NNODES", "value": str(spec.workers)},
+        {"name": "PET_NPROC_PER_NODE", "value": str(spec.procs_per_worker_resolved())},
+        {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
+            "fieldPath": f"metadata.labels['{INDEX_LABEL}']"}}},
+        {"name": "PET_MASTER_ADDR", "value": master},
+        {"name": "PET_MASTER_PORT", "value": str(contract.MASTER_PORT)},
+        {"name": "PET_RDZV_BACKEND", "value": "c10d"},
+        {"name": "PET_RDZV_ENDPOINT", "value": f"{master}:{contract.RENDEZVOUS_PORT}"},
+        {"name": "PET_RDZV_ID", "value": f"{job.run_id}-{attempt}"},
+        {"name": "PET_RDZV_CONF",
+         "value": f"join_timeout={RENDEZVOUS_TIMEOUT_SECONDS},read_timeout=120"},
+        # A failed worker fails the pod; the operator restarts the whole group together.
+        {"name": "PET_MAX_RESTARTS", "value": "0"},
+        {"name": "NCCL_DEBUG", "value": "WARN"},
+        {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
+        {"name": "TORCH_NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
+        {"name": "OMP_NUM_THREADS", "value": "1"},
+    ]
+
+
+def tailor_env(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef,
+               attempt: int) -> list[dict[str, Any]]:
+    """What the trainer reads (contract.py), S3 credentials only by Secret reference."""
+    handed = {"apiVersion": API_VERSION, "kind": TRAININGJOB_KIND,
+              "metadata": {"name": job.name, "namespace": job.namespace, "uid": job.uid},
+              "spec": raw_spec}
+    env: list[dict[str, Any]] = [
+        {"name": contract.ENV_TRAININGJOB, "value": json.dumps(handed, separators=(",", ":"))},
+        {"name": contract.ENV_RUN_ID, "value": job.run_id},
+        {"name": contract.ENV_ARTIFACT_URI, "value": artifact_uri(spec, job)},
+        {"name": contract.ENV_MODEL_URI, "value": model_uri(spec, job)},
+        {"name": contract.ENV_METRICS_PORT, "value": str(contract.METRICS_PORT)},
+        {"name": contract.ENV_RESTART_COUNT, "value": str(attempt)},
+        {"name": "AWS_DEFAULT_REGION", "value": spec.storage.region},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    if spec.storage.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": spec.storage.endpoint})
+    secret = spec.storage.credentials_secret
+    if secret is not None:
+        for variable, key in (("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
+                              ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)):
+            env.append({"name": variable, "valueFrom": {"secretKeyRef": {
+                "name": secret.name, "key": key}}})
+    if spec.tracking is not None:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": spec.tracking.uri})
+        env.append({"name": "MLFLOW_EXPERIMENT_NAME",
+                    "value": spec.tracking.experiment or spec.model_name(job.name)})
+    for user_variable in spec.env or []:
+        env.append({"name": user_variable.name, "value": user_variable.value})
+    return env
+
+
+def _wait_for_worker_zero(image: str) -> dict[str, Any]:
+    """Workers other than 0 start only once worker 0's rendezvous port accepts connections:
+    its DNS record alone appears before torchrun listens there."""
+    script = (
+        "import os,socket,sys,time\n"
+        "if os.environ.get('JOB_COMPLETION_INDEX','0')=='0': sys.exit(0)\n"
+        "host,port=os.environ['PET_RDZV_ENDPOINT'].rsplit(':',1)\n"
+        f"deadline=time.monotonic()+{RENDEZVOUS_TIMEOUT_SECONDS}\n"
+        "while True:\n"
+        "    try:\n"
+        "        socket.create_connection((host,int(port)),timeout=2).close(); break\n"
+        "    except OSError as error:\n"
+        "        if time.monotonic()>deadline: sys.exit(f'worker 0 never listened: {error}')\n"
+        "        time.sleep(0.5)\n"
+    )
+    return {"name": "wait-for-worker-0", "image": image, "command": ["python", "-c", script],
+            "env": [{"name": "PET_RDZV_ENDPOINT", "value": "$(PET_RDZV_ENDPOINT)"}],
+            "securityContext": _container_security(),
+            "terminationMessagePolicy": "FallbackToLogsOnError"}
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef, *,
+                     image: str, attempt: int, deadline_seconds: int | None) -> dict[str, Any]:
+    """The Indexed Job of one attempt: any failed pod fails it (backoffLimit 0) and the
+    operator decides whether the whole group restarts."""
+    pod_labels = labels(job, COMPONENT_WORKERS)
+    job_labels = dict(pod_labels)
+    scheduling = spec.scheduling
+    if scheduling is not None and scheduling.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = scheduling.queue_name
+    env = torchrun_env(spec, job, attempt) + tailor_env(spec, raw_spec, job, attempt)
+    init = _wait_for_worker_zero(image)
+    init["env"] = [e for e in env if e["name"] == "PET_RDZV_ENDPOINT"]
+    container: dict[str, Any] = {
+        "name": "trainer", "image": image, "command": trainer_command(spec), "env": env,
+        "ports": [{"name": "rendezvous", "containerPort": contract.RENDEZVOUS_PORT},
+                  {"name": "metrics", "containerPort": contract.METRICS_PORT}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": _container_security(),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.resources is not None:
+        container["resources"] = {  # quantities are strings in the API (`1`, `500m`, `2Gi`)
+            group: {name: str(value) for name, value in values.items()}
+            for group, values in spec.resources.model_dump(by_alias=True,
+                                                           exclude_none=True).items()}
+    pod_spec: dict[str, Any] = {
+        "subdomain": names.service_name(job.name),
+        "restartPolicy": "Never",
+        "initContainers": [init] if spec.workers > 1 else [],
+        "containers": [container],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec)}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID,
+                            "runAsGroup": TRAINER_UID, "fsGroup": TRAINER_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "enableServiceLinks": False,
+    }
+    if scheduling is not None:
+        optional = {"priorityClassName": scheduling.priority_class_name,
+                    "nodeSelector": scheduling.node_selector,
+                    "tolerations": [t.model_dump(by_alias=True, exclude_none=True)
+                                    for t in scheduling.tolerations or []] or None,
+                    "affinity": scheduling.affinity}
+        pod_spec |= {k: v for k, v in optional.items() if v}
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed", "completions": spec.workers, "parallelism": spec.workers,
+        "backoffLimit": 0,
+        # Kueue admits a queued job by unsuspending it.
+        "suspend": bool(scheduling is not None and scheduling.queue_name),
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+    }
+    if deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = max(1, deadline_seconds)
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": names.worker_job_name(job.name), "namespace": job.namespace,
+                     "labels": job_labels, "annotations": {ANNOTATION_ATTEMPT: str(attempt)},
+                     "ownerReferences": [job.owner_reference()]},
+        "spec": job_spec,
+    }

@@ -1,0 +1,1 @@
+"""Thin Kopf handlers: they parse, delegate to the controllers and report."""

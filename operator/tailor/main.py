@@ -1,0 +1,78 @@
+"""Start-up: settings, Kopf configuration, the metrics endpoint and the housekeeping loop.
+
+`python -m tailor` runs the operator; `--namespace` limits it (default: cluster-wide).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from tailor import runtime
+from tailor.api.constants import FINALIZER, KOPF_ANNOTATION_PREFIX
+from tailor.handlers import trainingjob as trainingjob_handlers
+from tailor.k8s import Kube
+from tailor.settings import OperatorSettings, parse
+from tailor.trainingjobs import TrainingJobController, run_forever
+
+log = logging.getLogger("tailor")
+_stop = threading.Event()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration")
+    # The controllers post their own Events, one per transition, not one per handler call.
+    settings.posting.enabled = False
+    settings.peering.standalone = True
+    settings.execution.max_workers = 16
+    settings.batching.batch_window = 0.05
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+@kopf.on.startup()
+def start_background(trainingjob_index: kopf.Index[Any, Any], **_: Any) -> None:
+    config = runtime.settings()
+    start_http_server(config.metrics_port, addr=config.bind_address)
+
+    def known_jobs() -> list[dict[str, Any]]:
+        return [body for store in list(trainingjob_index.values()) for body in store]
+
+    threading.Thread(target=run_forever, name="housekeeping", daemon=True, args=(
+        _stop, config.progress_interval,
+        lambda: runtime.controller().housekeeping(known_jobs))).start()
+
+
+@kopf.on.cleanup()
+def stop_background(**_: Any) -> None:
+    _stop.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config: OperatorSettings = parse(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kopf").setLevel(logging.WARNING)  # not a line per handler call
+    runtime.configure(config, TrainingJobController(Kube(), config))
+    assert trainingjob_handlers.trainingjob_event  # registered with Kopf on import
+    exclusions = [f"!{pattern}" for pattern in config.exclude_namespaces]
+    if config.namespaces or exclusions:
+        # Each pattern is Kopf's "include, !exclude" glob list; exclusions apply to all.
+        patterns = [", ".join([n, *exclusions]) for n in config.namespaces or ["*"]]
+        scope: dict[str, Any] = {"namespaces": patterns}
+    else:
+        scope = {"clusterwide": True}
+    kopf.run(
+        **scope,
+        standalone=True,
+        liveness_endpoint=f"http://{config.bind_address}:{config.liveness_port}/healthz",
+    )

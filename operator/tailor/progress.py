@@ -1,0 +1,56 @@
+"""A running job's progress, read from the trainer's rank-0 Prometheus endpoint.
+
+Why pull rather than have the trainer patch the TrainingJob: the trainer then needs no API
+credentials or RBAC at all, a slow or dead trainer cannot flood the API server, and the same
+endpoint feeds Prometheus. The operator reads it at most once per interval per running job.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tailor.api import contract
+
+TIMEOUT_SECONDS = 2.0
+
+
+def parse(text: str, now: str | None = None) -> dict[str, Any] | None:
+    """status.progress from a metrics page; None if it has none of the trainer's metrics."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = sample.value
+    if contract.METRIC_STEP not in values:
+        return None
+    step = int(values[contract.METRIC_STEP])
+    progress: dict[str, Any] = {"step": step}
+    total = int(values.get(contract.METRIC_TOTAL_STEPS, 0))
+    if total > 0:
+        progress["totalSteps"] = total
+        progress["percent"] = round(min(100.0, 100.0 * step / total), 1)
+        progress["summary"] = f"{progress['percent']:g}%"
+    else:
+        progress["summary"] = f"step {step}"
+    if contract.METRIC_EPOCH in values:
+        progress["epoch"] = round(values[contract.METRIC_EPOCH], 3)
+    if values.get(contract.METRIC_ETA_SECONDS, -1) >= 0:
+        progress["etaSeconds"] = int(values[contract.METRIC_ETA_SECONDS])
+    if contract.METRIC_SAMPLES_PER_SECOND in values:
+        progress["samplesPerSecond"] = round(values[contract.METRIC_SAMPLES_PER_SECOND], 2)
+    progress["updateTime"] = now or datetime.datetime.now(datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    return progress
+
+
+def scrape(pod_ip: str, port: int = contract.METRICS_PORT) -> dict[str, Any] | None:
+    try:
+        response = requests.get(f"http://{pod_ip}:{port}/metrics", timeout=TIMEOUT_SECONDS)
+    except requests.RequestException:
+        return None
+    if response.status_code != 200:
+        return None
+    return parse(response.text)

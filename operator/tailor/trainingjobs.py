@@ -1,0 +1,205 @@
+"""The TrainingJob controller: applies `lifecycle.assess` to the cluster.
+
+Reconciles of one TrainingJob are serialized. Each writes the new status first, guarded by the
+object's resourceVersion, and only then acts (creates or deletes the worker Job): if the
+operator dies in between, the next reconcile reads that status and finishes the step, and a
+stale read can never roll the status back (the guarded patch conflicts and is redone).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from tailor import lifecycle, metrics, progress
+from tailor.api import constants as c
+from tailor.api import names
+from tailor.api.trainingjob import TrainingJobSpec
+from tailor.builders.trainingjob import INDEX_LABEL, JobRef, build_service, build_worker_job
+from tailor.conditions import now as utcnow
+from tailor.conditions import upsert
+from tailor.k8s import Conflict, Kube, Obj
+from tailor.settings import OperatorSettings
+
+log = logging.getLogger("tailor.trainingjobs")
+MAX_CONFLICT_RETRIES = 5
+
+
+def _newer(a: Obj | None, b: Obj | None) -> Obj | None:
+    """The more recent of two copies of one object (by resourceVersion)."""
+    if a is None or b is None:
+        return a or b
+    try:
+        ra, rb = int(a["metadata"]["resourceVersion"]), int(b["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        return a
+    return a if ra >= rb else b
+
+
+class TrainingJobController:
+    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        # The newest copy of each TrainingJob this process has seen or written: Kopf's watch
+        # may deliver our own status patch after an event of a child.
+        self._latest: dict[tuple[str, str], Obj] = {}
+        self._phases: dict[tuple[str, str], str] = {}
+
+    def _lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self._latest.pop(key, None)
+        self._phases.pop(key, None)
+        self._refresh_phase_gauge()
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self, body: Obj, job: Obj | None, *, job_known: bool = True) -> None:
+        """Bring one TrainingJob a step closer to done. `job` is its worker Job as last seen
+        (None if none exists); with `job_known=False` it is read from the API."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        started = time.monotonic()
+        with self._lock(key):
+            try:
+                self._reconcile(key, body, job, job_known)
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels("TrainingJob").inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.labels("TrainingJob").observe(
+                    time.monotonic() - started)
+
+    def _reconcile(self, key: tuple[str, str], body: Obj, job: Obj | None,
+                   job_known: bool) -> None:
+        latest = self._latest.get(key)
+        if latest is not None and latest["metadata"].get("uid") != body["metadata"].get("uid"):
+            latest = None  # a new object with the same name
+        body = _newer(body, latest) or body
+        if not job_known:
+            job = self.kube.get_job(key[0], names.worker_job_name(key[1]))
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                self._step(key, body, job)
+                return
+            except Conflict:
+                fresh = self.kube.get_trainingjob(*key)
+                if fresh is None:
+                    return
+                body = fresh
+                job = self.kube.get_job(key[0], names.worker_job_name(key[1]))
+        log.warning("TrainingJob %s/%s kept changing; the next event retries", *key)
+
+    def _step(self, key: tuple[str, str], body: Obj, job: Obj | None) -> None:
+        ref = JobRef(key[1], key[0], body["metadata"]["uid"])
+        raw_spec = body.get("spec") or {}
+        try:
+            spec = TrainingJobSpec.model_validate(raw_spec)
+        except ValidationError as error:
+            self._stall(body, f"the spec does not parse: {error.errors()[0]['msg']}")
+            return
+        pods = None
+        if job is not None and any(
+                cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
+                for cond in job.get("status", {}).get("conditions", []) or []):
+            pods = self.kube.list_pods(
+                key[0], f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
+        decision = lifecycle.assess(body, spec, job, pods, utcnow())
+        old_status = body.get("status") or {}
+        if decision.status != old_status:
+            patched = self.kube.patch_trainingjob_status(body, decision.status)
+            if patched is None:
+                return
+            self._latest[key] = patched
+        for event in decision.events:
+            self.kube.event(body, event.type, event.reason, event.message)
+        self._record_transition(key, old_status, decision.status)
+        if decision.action == "create":
+            self.kube.create(build_service(ref))
+            image = spec.image or self.settings.trainer_image
+            self.kube.create(build_worker_job(spec, raw_spec, ref, image=image,
+                                              attempt=decision.attempt,
+                                              deadline_seconds=decision.deadline_seconds))
+        elif decision.action == "delete" and job is not None:
+            self.kube.delete_job(key[0], job["metadata"]["name"], job["metadata"]["uid"])
+
+    def _stall(self, body: Obj, message: str) -> None:
+        status = dict(body.get("status") or {})
+        generation = body["metadata"].get("generation")
+        status["observedGeneration"] = generation
+        status["conditions"] = upsert(status.get("conditions"), c.CONDITION_STALLED, True,
+                                      c.REASON_INVALID_SPEC, message, generation)
+        if status != body.get("status"):
+            self.kube.patch_trainingjob_status(body, status, precondition=False)
+            self.kube.event(body, "Warning", c.REASON_INVALID_SPEC, message)
+
+    # ------------------------------------------------------------------ metrics
+    def _record_transition(self, key: tuple[str, str], old: Obj, new: Obj) -> None:
+        phase = new.get("phase", "Pending")
+        self._phases[key] = phase
+        self._refresh_phase_gauge()
+        if old.get("phase") != phase and phase in ("Succeeded", "Failed") and \
+                new.get("startTime") and new.get("completionTime"):
+            duration = lifecycle._seconds_between(new["startTime"], new["completionTime"])
+            metrics.JOB_DURATION.labels(phase).observe(duration)
+        if new.get("workers", {}).get("restarts", 0) > old.get("workers", {}).get("restarts", 0):
+            metrics.RESTARTS.labels(key[0], new.get("failure", {}).get("reason", "")).inc()
+
+    def _refresh_phase_gauge(self) -> None:
+        counts = Counter((namespace, phase) for (namespace, _), phase in self._phases.items())
+        metrics.TRAININGJOBS.clear()
+        for (namespace, phase), count in counts.items():
+            metrics.TRAININGJOBS.labels(namespace, phase).set(count)
+
+    # ------------------------------------------------------------------ housekeeping
+    def housekeeping(self, trainingjobs: Callable[[], list[Obj]]) -> None:
+        """One pass over known jobs: read progress of running ones, delete expired ones."""
+        for body in trainingjobs():
+            status = body.get("status") or {}
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            if status.get("phase") == "Running":
+                self._update_progress(key, body)
+            ttl = (body.get("spec") or {}).get("runPolicy", {}).get("ttlSecondsAfterFinished")
+            completed = status.get("completionTime")
+            if ttl is not None and completed and status.get("phase") in ("Succeeded", "Failed") \
+                    and lifecycle._seconds_between(completed, utcnow()) >= ttl:
+                log.info("deleting %s/%s: ttlSecondsAfterFinished (%ss) passed", *key, ttl)
+                self.kube.delete_trainingjob(*key, body["metadata"]["uid"])
+
+    def _update_progress(self, key: tuple[str, str], body: Obj) -> None:
+        pods = self.kube.list_pods(key[0], f"{c.LABEL_TRAININGJOB}={key[1]},"
+                                           f"{c.LABEL_COMPONENT}={c.COMPONENT_WORKERS},"
+                                           f"{INDEX_LABEL}=0")
+        ip = next((p["status"].get("podIP") for p in pods
+                   if p.get("status", {}).get("phase") == "Running"), None)
+        if not ip:
+            return
+        update = progress.scrape(ip)
+        old = (body.get("status") or {}).get("progress") or {}
+        if update is None or {k: v for k, v in update.items() if k != "updateTime"} == \
+                {k: v for k, v in old.items() if k != "updateTime"}:
+            return
+        with self._lock(key):
+            if self._phases.get(key, "Running") != "Running":
+                return  # finished meanwhile: the final status already has its progress
+            patched = self.kube.patch_trainingjob_status(body, {"progress": update},
+                                                         precondition=False)
+            if patched is not None:
+                self._latest[key] = _newer(self._latest.get(key), patched) or patched
+
+
+def run_forever(stop: threading.Event, interval: float, step: Callable[[], None]) -> None:
+    """Call `step` every `interval` seconds until `stop` is set, surviving its errors."""
+    while not stop.wait(interval):
+        try:
+            step()
+        except Exception:
+            log.exception("housekeeping failed; retrying in %ss", interval)

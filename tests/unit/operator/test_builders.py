@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tailor.api import contract
+from tailor.api.trainingjob import TrainingJobSpec
+from tailor.builders.trainingjob import (
+    JobRef,
+    build_service,
+    build_worker_job,
+    shm_size,
+    trainer_command,
+)
+
+REF = JobRef("news", "ml", "0123456789abcdef")
+TEXT_SPEC: dict[str, Any] = {
+    "task": "text-classification",
+    "model": {"base": "s3://models/minilm/"},
+    "data": {"uri": "s3://data/news.csv", "columns": {"text": "text"}},
+    "output": {"uri": "s3://runs/"},
+    "workers": 2,
+    "storage": {"endpoint": "http://minio:9000", "credentialsSecret": {"name": "s3"}},
+    "tracking": {"uri": "http://mlflow:5000"},
+}
+
+
+def spec_of(raw: dict[str, Any]) -> TrainingJobSpec:
+    return TrainingJobSpec.model_validate(raw)
+
+
+def worker_job(raw: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return build_worker_job(spec_of(raw), raw, REF, image="trainer:1", attempt=kwargs.get(
+        "attempt", 0), deadline_seconds=kwargs.get("deadline"))
+
+
+def env_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_names_and_ownership() -> None:
+    service, job = build_service(REF), worker_job(TEXT_SPEC)
+    assert service["metadata"]["name"] == "news"
+    assert job["metadata"]["name"] == "news-worker"
+    assert job["spec"]["template"]["spec"]["subdomain"] == "news"
+    for obj in (service, job):
+        [owner] = obj["metadata"]["ownerReferences"]
+        assert owner["uid"] == REF.uid and owner["controller"] is True
+
+
+def test_built_in_tasks_run_the_trainer_and_get_their_uris() -> None:
+    job = worker_job(TEXT_SPEC, attempt=2)
+    env = env_of(job)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        *contract.LAUNCHER, "-m", "tailor_trainer"]
+    assert env[contract.ENV_MODEL_URI]["value"] == "s3://runs/news/"
+    assert env[contract.ENV_ARTIFACT_URI]["value"] == "s3://runs/news/run-01234567/"
+    assert env[contract.ENV_RESTART_COUNT]["value"] == "2"
+    assert env["PET_RDZV_ID"]["value"] == "run-01234567-2"
+    assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "news"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3"
+    assert job["metadata"]["annotations"]["tailor.dev/attempt"] == "2"
+
+
+def test_custom_commands_run_under_the_launcher_without_python() -> None:
+    raw = {"task": "custom", "command": ["python", "train.py"], "args": ["--lr", "1e-3"]}
+    assert trainer_command(spec_of(raw)) == [*contract.LAUNCHER, "--no-python", "python",
+                                             "train.py", "--lr", "1e-3"]
+
+
+def test_a_single_worker_needs_no_wait_for_worker_zero() -> None:
+    raw = {**TEXT_SPEC, "workers": 1}
+    assert worker_job(raw)["spec"]["template"]["spec"]["initContainers"] == []
+    assert len(worker_job(TEXT_SPEC)["spec"]["template"]["spec"]["initContainers"]) == 1
+
+
+@pytest.mark.parametrize(("resources", "procs", "expected"), [
+    (None, "auto", "1"),
+    ({"limits": {"nvidia.com/gpu": 4}}, "auto", "4"),
+    ({"requests": {"nvidia.com/gpu": 2}}, "auto", "2"),
+    ({"limits": {"nvidia.com/gpu": 4}}, 2, "2"),
+])
+def test_processes_per_worker(resources: dict[str, Any] | None, procs: Any,
+                              expected: str) -> None:
+    raw = {**TEXT_SPEC, "procsPerWorker": procs}
+    if resources:
+        raw["resources"] = resources
+    assert env_of(worker_job(raw))["PET_NPROC_PER_NODE"]["value"] == expected
+
+
+@pytest.mark.parametrize(("resources", "size"), [
+    (None, "1Gi"),
+    ({"limits": {"memory": "8Gi"}}, str(4 * 2**30)),
+    ({"requests": {"memory": "3G"}}, str(1_500_000_000)),
+])
+def test_shm_is_sized_from_memory(resources: dict[str, Any] | None, size: str) -> None:
+    raw = {**TEXT_SPEC, **({"resources": resources} if resources else {})}
+    assert shm_size(spec_of(raw)) == size
+
+
+def test_deadline_and_queue() -> None:
+    raw = {**TEXT_SPEC, "scheduling": {"queueName": "gpu-queue"}}
+    job = worker_job(raw, deadline=120)
+    assert job["spec"]["activeDeadlineSeconds"] == 120
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert worker_job(TEXT_SPEC)["spec"]["suspend"] is False
+
+
+def test_no_credential_value_is_ever_in_the_job() -> None:
+    job = worker_job(TEXT_SPEC)
+    for variable in env_of(job).values():
+        if variable["name"].startswith("AWS_") and "KEY" in variable["name"]:
+            assert "value" not in variable
