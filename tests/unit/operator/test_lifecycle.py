@@ -24,7 +24,7 @@ def job(attempt: int = 0, **status: Any) -> dict[str, Any]:
             "spec": {}, "status": status}
 
 
-def failed_pod(index: int, code: int, reason: str = "Error", message: str = "") -> dict:
+def failed_pod(index: int, code: int, reason: str = "Error", message: str = "") -> dict[str, Any]:
     return {"metadata": {"labels": {"batch.kubernetes.io/job-completion-index": str(index)}},
             "status": {"containerStatuses": [{"state": {"terminated": {
                 "exitCode": code, "reason": reason, "message": message}}}]}}
@@ -103,7 +103,7 @@ def test_the_backoff_limit_ends_in_failure_with_the_last_reason() -> None:
     assert decision.action == "none"
     s = decision.status
     assert cond(s, "Failed") == ("True", "BackoffLimitExceeded")
-    assert "OOMKilled" in find(s["conditions"], "Failed")["message"]
+    assert "OOMKilled" in (find(s["conditions"], "Failed") or {})["message"]
     assert cond(s, "Stalled")[0] == "True" and s["phase"] == "Failed"
 
 
