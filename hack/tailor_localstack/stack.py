@@ -339,7 +339,9 @@ class Stack:
                 "pod_cidr": state.pod_cidr, "port": p["kubelet"], "gpus": state.gpus,
                 "ca_file": str(pki.ca_cert), "cert_file": str(pki.cert("serving")),
                 "key_file": str(pki.key("serving")), "api_server": state.api_server,
-                "venv_bin": str(venv_bin()), "keep_paths": [str(REPO_ROOT), str(d)],
+                "venv_bin": str(venv_bin()),
+                # What pods must still see when it lives under their private /tmp.
+                "keep_paths": [str(REPO_ROOT), str(d), sys.prefix],
             }))
             return [str(venv_bin() / "python"), "-m", "tailor_localstack.nodeagent",
                     "--config", str(config)], env

@@ -20,6 +20,7 @@ from tailor import metrics
 from tailor.api.constants import GROUP, TRAININGJOB_PLURAL, VERSION
 
 Obj = dict[str, Any]
+POOL_SIZE = 32
 
 
 class Conflict(Exception):
@@ -45,7 +46,11 @@ class Kube:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
                 config.load_kube_config()  # type: ignore[no-untyped-call]
-            api_client = client.ApiClient()
+            configuration = client.Configuration.get_default_copy()
+            # As many connections as reconcile threads: a pool too small for its threads makes
+            # urllib3 drop connections and pay a TLS handshake for each new one.
+            configuration.connection_pool_maxsize = POOL_SIZE
+            api_client = client.ApiClient(configuration)
         self.api_client = api_client
         rest_client = api_client.rest_client
         original = rest_client.request

@@ -15,7 +15,7 @@ from prometheus_client import start_http_server
 from tailor import runtime
 from tailor.api.constants import FINALIZER, KOPF_ANNOTATION_PREFIX
 from tailor.handlers import trainingjob as trainingjob_handlers
-from tailor.k8s import Kube
+from tailor.k8s import POOL_SIZE, Kube
 from tailor.settings import OperatorSettings, parse
 from tailor.trainingjobs import TrainingJobController, run_forever
 
@@ -33,7 +33,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # The controllers post their own Events, one per transition, not one per handler call.
     settings.posting.enabled = False
     settings.peering.standalone = True
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = POOL_SIZE
     settings.batching.batch_window = 0.05
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

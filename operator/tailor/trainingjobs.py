@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
 
@@ -51,6 +52,8 @@ class TrainingJobController:
         # may deliver our own status patch after an event of a child.
         self._latest: dict[tuple[str, str], Obj] = {}
         self._phases: dict[tuple[str, str], str] = {}
+        # Events are best-effort and off the reconcile's critical path.
+        self._events = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -113,23 +116,26 @@ class TrainingJobController:
             pods = self.kube.list_pods(
                 key[0], f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
         decision = lifecycle.assess(body, spec, job, pods, utcnow())
-        old_status = body.get("status") or {}
-        if decision.status != old_status:
-            patched = self.kube.patch_trainingjob_status(body, decision.status)
-            if patched is None:
-                return
-            self._latest[key] = patched
-        for event in decision.events:
-            self.kube.event(body, event.type, event.reason, event.message)
-        self._record_transition(key, old_status, decision.status)
         if decision.action == "create":
+            # Children first: creating them is idempotent (deterministic names), so a crash
+            # before the status patch below only repeats this step.
             self.kube.create(build_service(ref))
             image = spec.image or self.settings.trainer_image
             self.kube.create(build_worker_job(spec, raw_spec, ref, image=image,
                                               attempt=decision.attempt,
                                               deadline_seconds=decision.deadline_seconds))
-        elif decision.action == "delete" and job is not None:
+        old_status = body.get("status") or {}
+        if decision.status != old_status:
+            # Before any deletion: a restart is counted in status before the old group goes.
+            patched = self.kube.patch_trainingjob_status(body, decision.status)
+            if patched is None:
+                return
+            self._latest[key] = patched
+        if decision.action == "delete" and job is not None:
             self.kube.delete_job(key[0], job["metadata"]["name"], job["metadata"]["uid"])
+        for event in decision.events:
+            self._events.submit(self.kube.event, body, event.type, event.reason, event.message)
+        self._record_transition(key, old_status, decision.status)
 
     def _stall(self, body: Obj, message: str) -> None:
         status = dict(body.get("status") or {})

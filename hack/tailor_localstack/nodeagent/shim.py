@@ -100,7 +100,7 @@ def setup_filesystem(spec: dict[str, Any]) -> None:
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"/dev/{link}")
-    # A private /tmp that still shows the project and the stack when they live under /tmp.
+    # A private /tmp that still shows the clone, the stack and the virtualenv if under /tmp.
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for path in keep:
         bind(src(path), path)

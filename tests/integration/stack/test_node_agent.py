@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -236,7 +237,7 @@ def test_each_pod_has_its_own_tmp_pid_namespace_and_hostname(stack: StackHandle,
 
 def _entries_under_tmp_kept_visible(stack: StackHandle) -> int:
     """/tmp in a pod is empty but for the clone and the stack when they live under /tmp."""
-    keep = {Path(p).relative_to("/tmp").parts[0] for p in (str(stack.dir),)
+    keep = {Path(p).relative_to("/tmp").parts[0] for p in (str(stack.dir), sys.prefix)
             if p.startswith("/tmp/")}
     repo = Path(__file__).resolve().parents[3]
     if str(repo).startswith("/tmp/"):
