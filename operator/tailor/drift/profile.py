@@ -315,21 +315,24 @@ def numeric_profile(values: npt.ArrayLike, bins: int = DEFAULT_NUMERIC_BINS) -> 
     if x.size == 0:
         empty = np.zeros(0)
         return NumericProfile(empty, np.zeros(0, np.int64), 0, missing, *([math.nan] * 4))
-    quantiles = np.quantile(x, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf")
+    # One sort gives both the inverted-CDF quantiles (order statistics) and the bin counts.
+    x = np.sort(x)
+    n = x.size
+    ranks = np.ceil(np.linspace(0.0, 1.0, bins + 1) * n).astype(np.int64) - 1
+    quantiles = x[np.clip(ranks, 0, n - 1)]
     # The maximum keeps a bin of its own, so a discrete feature's top value is not merged with
     # the one below it; the closing edge one ulp above it makes every bin half-open.
-    edges = np.append(np.unique(quantiles), np.nextafter(x.max(), np.inf))
-    idx = np.searchsorted(edges, x, side="right")
-    counts = np.bincount(idx, minlength=edges.size + 1)[1 : edges.size]
+    edges = np.append(np.unique(quantiles), np.nextafter(x[-1], np.inf))
+    counts = np.diff(np.searchsorted(x, edges, side="left"))
     return NumericProfile(
         edges=edges,
         counts=counts.astype(np.int64),
-        count=int(x.size),
+        count=int(n),
         missing=missing,
         mean=float(x.mean()),
         std=float(x.std()),
-        min=float(x.min()),
-        max=float(x.max()),
+        min=float(x[0]),
+        max=float(x[-1]),
     )
 
 
