@@ -83,11 +83,12 @@ class LockedTestSet:
                          groups={str(g) for g in data.get("groups", [])},
                          fingerprint=str(data["fingerprint"]),
                          created_by_run=str(data.get("createdByRun", "")))
+            actual = fingerprint(ids.values())
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentError(REASON_TEST_SET_CHANGED,
                                  f"the locked test manifest {uri} is unreadable ({exc}); restore "
                                  "it or bump data.split.testSetVersion") from exc
-        if locked.fingerprint != fingerprint(ids.values()):
+        if locked.fingerprint != actual:
             raise PermanentError(REASON_TEST_SET_CHANGED,
                                  f"the locked test manifest {uri} does not match its own "
                                  "fingerprint (edited by hand?); restore it or bump "

@@ -1,0 +1,89 @@
+"""Evaluation: metrics, significance tests against scipy, the promotion verdict, the probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from tailor.api.trainingjob import Evaluation, Promotion
+
+from tailor_trainer import evaluate
+
+
+def test_classification_report_counts() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]]
+    report = evaluate.classification_report(y, probs, ["a", "b", "c"])
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert report["per_class"]["b"]["recall"] == pytest.approx(1.0)
+    # One-hot probabilities: confidence 1 everywhere, so the calibration error is the error rate.
+    assert report["calibration_error"] == pytest.approx(2 / 6)
+
+
+def test_exact_mcnemar_equals_the_two_sided_binomial_test() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    a = np.where(rng.random(400) < 0.9, y, (y + 1) % 3)
+    b = np.where(rng.random(400) < 0.8, y, (y + 1) % 3)
+    result = evaluate.mcnemar_exact(y, a, b)
+    only_a, only_b = int(result["only_a"]), int(result["only_b"])
+    expected = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    assert result["p_value"] == pytest.approx(expected)
+
+
+def test_identical_classifiers_are_not_significantly_different() -> None:
+    y = np.array([0, 1, 0, 1])
+    assert evaluate.mcnemar_exact(y, y, y)["p_value"] == 1.0
+
+
+def test_paired_bootstrap_interval_brackets_the_observed_difference() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    a = np.where(rng.random(300) < 0.95, y, (y + 1) % 4)
+    b = np.where(rng.random(300) < 0.7, y, (y + 1) % 4)
+    out = evaluate.paired_bootstrap_f1(y, a, b, 4, samples=500, alpha=0.05, seed=3)
+    observed = evaluate.macro_f1(y, a, 4) - evaluate.macro_f1(y, b, 4)
+    assert out["ci_low"] < observed < out["ci_high"]
+    assert out["ci_low"] > 0  # a is clearly better
+    same = evaluate.paired_bootstrap_f1(y, a, a, 4, samples=200, alpha=0.05, seed=3)
+    assert same["ci_low"] == same["ci_high"] == 0.0
+
+
+def comparison(improvement: float, p: float, name: str = "generic") -> evaluate.Comparison:
+    return evaluate.Comparison(name, "accuracy", 0.9, 0.9 - improvement, improvement, p, None,
+                               None, better=improvement >= 0.01, significant=p < 0.05)
+
+
+def test_verdicts() -> None:
+    ev, auto = Evaluation(), Promotion()
+    assert evaluate.decide([comparison(0.05, 0.001)], auto, ev).reason == "Promoted"
+    assert evaluate.decide([comparison(0.005, 0.001)], auto, ev).reason == "NotBetter"
+    assert evaluate.decide([comparison(0.05, 0.2)], auto, ev).reason == "NotSignificant"
+    both = [comparison(0.05, 0.001), comparison(0.05, 0.3, "production")]
+    verdict = evaluate.decide(both, auto, ev)
+    assert verdict.reason == "NotSignificant" and "production" in verdict.message
+    manual = evaluate.decide([comparison(0.05, 0.001)], Promotion(policy="Manual"), ev)
+    assert (manual.promote, manual.reason) == (False, "AwaitingApproval")
+
+
+def test_compare_macro_f1_uses_the_bootstrap() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 300)
+    a = np.where(rng.random(300) < 0.95, y, (y + 1) % 3)
+    b = np.where(rng.random(300) < 0.6, y, (y + 1) % 3)
+    ev = Evaluation(metric="macro-f1", bootstrap_samples=300)
+    c = evaluate.compare("generic", y, a, b, 3, ev, seed=0)
+    assert c.ci_low is not None and c.ci_low > 0 and c.significant and c.better
+
+
+def test_linear_probe_separates_separable_features() -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 16)) * 4
+    y = rng.integers(0, 3, 300)
+    x = centers[y] + rng.normal(size=(300, 16))
+    probe = evaluate.LinearProbe(3)
+    fit = probe.fit(x[:200], y[:200], x[200:250], y[200:250])
+    assert fit["validation_accuracy"] > 0.95
+    assert (probe.predict_proba(x[250:]).argmax(1) == y[250:]).mean() > 0.95
