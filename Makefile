@@ -39,6 +39,10 @@ down: ## stop the local stack; leaves no processes, mounts, namespaces or bridge
 status: ## show the local stack's components and their health
 	@$(PY) -m tailor_localstack status
 
+.PHONY: operator
+operator: up ## run the operator in the foreground against the local stack (all namespaces)
+	@source .tailor/env && $(PY) -m tailor --bind-address 127.0.0.1
+
 .PHONY: demo
 demo: up ## run the demo on the local stack
 	@$(PY) hack/demo.py
