@@ -90,6 +90,57 @@ go_install() {
   rm -rf "$dest" && mv "$dest.tmp" "$dest"
 }
 
+# build_helm: `go install` plus the link-time variables Helm's own Makefile sets; without them
+# `helm version` is empty and `helm template`/`lint` assume Kubernetes v1.20.
+build_helm() {
+  local dest="$TAILOR_BIN_ROOT/helm-$HELM_VERSION"
+  [[ -x "$dest/helm" ]] && "$dest/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION" && return 0
+  log "building helm ($HELM_VERSION)"
+  local gomod client_go minor
+  gomod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "$gomod")"  # v0.<minor>.<patch>
+  minor="${client_go#v0.}"; minor="${minor%%.*}"
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  mkdir -p "$dest.tmp"
+  GOBIN="$dest.tmp" go install -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+}
+
+# build_kstatus: hack/kstatus, our own small program around cli-utils' kstatus. Cached under a
+# directory named after the cli-utils pin and a hash of the program's sources, so an edit rebuilds.
+build_kstatus() {
+  local src="$here/kstatus"
+  grep -q "sigs.k8s.io/cli-utils $CLI_UTILS_VERSION\$" "$src/go.mod" || {
+    echo "error: hack/kstatus/go.mod does not require sigs.k8s.io/cli-utils $CLI_UTILS_VERSION (hack/versions.sh)" >&2; exit 1; }
+  local hash
+  hash="$(cat "$src/main.go" "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-12)"
+  local dest="$TAILOR_BIN_ROOT/kstatus-$CLI_UTILS_VERSION-$hash"
+  [[ -x "$dest/kstatus" ]] && return 0
+  log "building kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION)"
+  mkdir -p "$dest.tmp"
+  (cd "$src" && go build -ldflags "-s -w" -o "$dest.tmp/kstatus" .)
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+}
+
+# fetch_monitoring_crds: the Prometheus Operator CRDs the chart can render objects of, taken from
+# the prometheus-operator Go module (its example/ folder), for kubeconform's offline schemas.
+fetch_monitoring_crds() {
+  local dest="$TAILOR_BIN_ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"
+  [[ -f "$dest/monitoring.coreos.com_servicemonitors.yaml" ]] && return 0
+  log "fetching the Prometheus Operator CRDs ($PROMETHEUS_OPERATOR_VERSION)"
+  local dir
+  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  mkdir -p "$dest.tmp"
+  for kind in servicemonitors prometheusrules alertmanagerconfigs; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dest.tmp/"
+  done
+  chmod -R u+w "$dest.tmp"
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+}
+
 mkdir -p "$TAILOR_BIN_ROOT"
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(kubernetes etcd minio)
@@ -98,8 +149,10 @@ for t in "${targets[@]}"; do
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     minio) go_install minio "minio-$MINIO_VERSION" "github.com/minio/minio@$MINIO_VERSION" ;;
-    helm) go_install helm "helm-$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
+    helm) build_helm ;;
     kubeconform) go_install kubeconform "kubeconform-$KUBECONFORM_VERSION" "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" ;;
+    kstatus) build_kstatus ;;
+    monitoring-crds) fetch_monitoring_crds ;;
     *) echo "error: unknown target $t" >&2; exit 2 ;;
   esac
 done
