@@ -255,6 +255,14 @@ class LinearProbe:
         self.linear = best
         return {"validation_accuracy": best_acc, "penalty": self.penalty}
 
+    def head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe as weights of a linear layer on raw (unstandardized) features."""
+        assert self.linear is not None and self.mean is not None and self.std is not None
+        with torch.no_grad():
+            weight = self.linear.weight / self.std
+            bias = self.linear.bias - (weight * self.mean).sum(1)
+        return weight.float().clone(), bias.float().clone()
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         assert self.linear is not None and self.mean is not None and self.std is not None
         xt = (torch.as_tensor(x, dtype=torch.float64) - self.mean) / self.std

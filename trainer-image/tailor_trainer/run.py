@@ -125,9 +125,11 @@ class Run:
             self.tracker.params(self._params())
         self.locked = broadcast(world, agree(world, lambda: self._read_locked() if main else None))
         local = agree(world, self._read_data)
+        # The base model is checked before the gate locks a test set: a bad configuration
+        # must leave nothing behind.
+        recipe = agree(world, self._recipe)
         agree(world, lambda: self._gate(local))
         self.labels = broadcast(world, self.labels)
-        recipe = agree(world, self._recipe)
         index = {label: i for i, label in enumerate(self.labels)}
         train, val = agree(world, lambda: (
             Shard(recipe.encode(local.train_text), [index[x] for x in local.train_label]),
@@ -136,14 +138,19 @@ class Run:
                                     self.spec.checkpoint.keep)
         trainer = Trainer(world, self.spec, recipe, len(self.labels), checkpointer,
                           self.progress, self.tracker.metrics)
+        # The generic baseline's linear probe is fitted before training: its head also starts
+        # the candidate's (linear probing, then fine-tuning), so fine-tuning begins where the
+        # baseline ends. The test set is not touched until after training.
+        features = agree(world, lambda: self._probe_features(recipe, train, val))
+        probe = self._gather_probe(gather(world, features[1]), features[0])
+        head = agree(world, lambda: self._fit_probe(probe) if main else None)
+        head = broadcast(world, head)
         stop = StopSignal()
         # Training holds collectives of its own, so it runs outside `agree`: a rank that fails
         # there exits, and torchrun stops its peers.
         with stop.installed():
-            result = trainer.fit(train, val, stop)
+            result = trainer.fit(train, val, stop, head)
         self.tracker.flush()
-        features = agree(world, lambda: self._probe_features(recipe, train, val))
-        probe = self._gather_probe(gather(world, features[1]), features[0])
         outputs = agree(world, lambda: evaluate.predict(
             result.model, recipe, val.items, world.device,
             autocast_dtype(self.spec.hyperparameters.precision, world.device)))
@@ -336,6 +343,17 @@ class Run:
                 "x_train": stack(0), "y_train": np.concatenate([np.asarray(p[1]) for p in ready]),
                 "x_val": stack(2), "y_val": np.concatenate([np.asarray(p[3]) for p in ready])}
 
+    def _fit_probe(self, probe: dict[str, Any] | None) -> tuple[Any, Any] | None:
+        if probe is None:
+            return None
+        linear = evaluate.LinearProbe(len(self.labels))
+        probe["fit"] = linear.fit(probe["x_train"], probe["y_train"], probe["x_val"],
+                                  probe["y_val"])
+        probe["linear"] = linear
+        log.info("linear probe on the frozen base model: validation accuracy %.4f",
+                 probe["fit"]["validation_accuracy"])
+        return linear.head_weights()
+
     def _evaluate_and_publish(self, recipe: Recipe, result: Any, local: LocalData,
                               probe: dict[str, Any] | None,
                               outputs: dict[str, Any] | None) -> TerminationSummary:
@@ -357,8 +375,7 @@ class Run:
         predictions["candidate"] = cand_probs.argmax(1)
         notes: list[str] = []
         if probe is not None:
-            linear = evaluate.LinearProbe(len(labels))
-            fit = linear.fit(probe["x_train"], probe["y_train"], probe["x_val"], probe["y_val"])
+            linear, fit = probe["linear"], probe["fit"]
             x_test = evaluate.predict(probe["model"], recipe, test_items, device, amp,
                                       features=True)
             probs = linear.predict_proba(x_test)

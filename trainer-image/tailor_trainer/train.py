@@ -254,10 +254,18 @@ class Trainer:
                 self.checkpointer.wait()
 
     # --- the loop --------------------------------------------------------------------------------
-    def fit(self, train: Shard, val: Shard, stop: StopSignal) -> TrainResult:
+    def fit(self, train: Shard, val: Shard, stop: StopSignal,
+            head: tuple[torch.Tensor, torch.Tensor] | None = None) -> TrainResult:
+        """Train; `head` (weight, bias) initializes the classification head (a fitted probe)."""
         hp, world = self.hp, self.world
         torch.manual_seed(hp.seed)
         model = self.recipe.build(self.num_labels).to(world.device)
+        if head is not None:
+            linear = model.get_submodule("head")
+            assert isinstance(linear, nn.Linear)
+            with torch.no_grad():
+                linear.weight.copy_(head[0])
+                linear.bias.copy_(head[1])
         model.train()
         lengths = [self.recipe.length(item) for item in train.items]
         per_rank = gather(world, math.ceil(len(lengths) / hp.batch_size))

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from tailor.api import contract
-
 from tailor_trainer.config import load_config
 from tailor_trainer.errors import PermanentError
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import stats
 from tailor.api.trainingjob import Evaluation, Promotion
-
 from tailor_trainer import evaluate
 
 

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tailor.api.trainingjob import Data
-
 from tailor_trainer.data.load import ColumnMap, iter_batches, resolve_files
 from tailor_trainer.errors import PermanentError
 from tailor_trainer.storage import Store
@@ -61,7 +60,7 @@ def test_empty_file(tmp_path: Path) -> None:
 
 def test_malformed_csv_row(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("id,text,label\n1,x,a\n2,y,b,extra\n")
-    with pytest.raises(PermanentError, match="malformed CSV data: .*Expected 3 columns"):
+    with pytest.raises(PermanentError, match=r"malformed CSV data: .*Expected 3 columns"):
         read(str(tmp_path / "d.csv"), tmp_path)
 
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from tailor.api.trainingjob import Quality
-
 from tailor_trainer.data.load import ColumnMap
 from tailor_trainer.data.quality import QualityGate, agreement_coefficient, measure_agreement
 
@@ -48,7 +47,7 @@ def test_krippendorff_alpha_matches_krippendorff_2011_example() -> None:
 
 
 def test_per_label_agreement_is_reported() -> None:
-    ratings = [["a", "a"], ["b", "b"], ["a", "b"], ["b", "b"], ["c", "c"], ["a", "a"]]
+    ratings: list[list[str | None]] = [["a", "a"], ["b", "b"], ["a", "b"], ["b", "b"], ["c", "c"], ["a", "a"]]
     result = measure_agreement(ratings)
     assert set(result["per_label"]) == {"a", "b", "c"}
     assert result["per_label"]["c"] == pytest.approx(1.0)

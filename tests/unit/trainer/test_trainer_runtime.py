@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from tailor.api import contract
-
 from tailor_trainer import launch
 from tailor_trainer.metrics import Progress
 from tailor_trainer.run import write_termination

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from tailor.api.contract import EXIT_PERMANENT
 from tailor.api.trainingjob import Split
-
 from tailor_trainer.data.split import (
     LockedTestSet,
     Splitter,
@@ -14,7 +14,7 @@ from tailor_trainer.data.split import (
     fingerprint,
     verify_test_set,
 )
-from tailor_trainer.errors import EXIT_PERMANENT, PermanentError
+from tailor_trainer.errors import PermanentError
 
 SPLIT = Split(validation=0.1, test=0.2, seed=7)
 
