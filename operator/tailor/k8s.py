@@ -6,6 +6,7 @@ Objects go in and come out as plain dicts in the API's JSON shape. Every request
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import json
@@ -17,7 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tailor import metrics
-from tailor.api.constants import GROUP, TRAININGJOB_PLURAL, VERSION
+from tailor.api.constants import DRIFTMONITOR_PLURAL, GROUP, TRAININGJOB_PLURAL, VERSION
 
 Obj = dict[str, Any]
 POOL_SIZE = 32
@@ -159,6 +160,63 @@ class Kube:
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
+
+    def create_trainingjob(self, obj: Obj) -> Obj | None:
+        """Create a TrainingJob; None if one of that name exists (names are deterministic)."""
+        try:
+            return self._json(self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, obj["metadata"]["namespace"], TRAININGJOB_PLURAL, obj,
+                _preload_content=False))
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+
+    def list_trainingjobs(self, namespace: str, selector: str) -> list[Obj]:
+        items: list[Obj] = self._json(self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, TRAININGJOB_PLURAL, label_selector=selector,
+            _preload_content=False))["items"]
+        return items
+
+    # --------------------------------------------------------------- DriftMonitors
+    def patch_driftmonitor_status(self, body: Obj, status: Obj, *, precondition: bool = True
+                                  ) -> Obj | None:
+        """Like patch_trainingjob_status, for a DriftMonitor."""
+        meta = body["metadata"]
+        patch: Obj = {"status": status}
+        if precondition:
+            patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+        try:
+            return self._json(self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], DRIFTMONITOR_PLURAL, meta["name"], patch,
+                _preload_content=False))
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(meta["name"]) from error
+            if error.status == 404:
+                return None
+            raise
+
+    def get_driftmonitor(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._json(self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, DRIFTMONITOR_PLURAL, name, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret a spec references by name (get only: never list or watch)."""
+        try:
+            secret = self._json(self.core.read_namespaced_secret(name, namespace,
+                                                                 _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        value = (secret.get("data") or {}).get(key)
+        return base64.b64decode(value).decode() if value is not None else None
 
     # --------------------------------------------------------------- events
     def event(self, involved: Obj, type_: str, reason: str, message: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -214,6 +215,19 @@ class _Status:
                       running.get("message") or f"phase {old or 'none'} -> {new}")]
 
 
+def _trigger_annotation(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The lineage a DriftMonitor put on a retraining job (tailor.dev/trigger)."""
+    text = (body["metadata"].get("annotations") or {}).get(c.ANNOTATION_TRIGGER)
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    fields = ("driftMonitor", "reason", "message", "windowStart", "windowEnd", "time")
+    return {k: data[k] for k in fields if isinstance(data, dict) and data.get(k) is not None}
+
+
 def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | None,
            pods: list[dict[str, Any]] | None, now: str) -> Decision:
     """Decide the next step for a TrainingJob. `pods` is needed only when `job` has finished
@@ -225,6 +239,10 @@ def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | No
     if is_true(conditions, c.CONDITION_SUCCEEDED) or is_true(conditions, c.CONDITION_FAILED):
         return Decision("none", new, attempt)
     new.setdefault("runId", f"run-{body['metadata']['uid'][:8]}")
+    if "triggeredBy" not in new:
+        lineage = _trigger_annotation(body)
+        if lineage:
+            new["triggeredBy"] = lineage
     deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
     deadline = spec.run_policy.active_deadline_seconds
 

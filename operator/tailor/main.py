@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
-from tailor import runtime
+from tailor import runtime, webhook
 from tailor.api.constants import FINALIZER, KOPF_ANNOTATION_PREFIX
+from tailor.driftmonitors import DriftMonitorController
+from tailor.handlers import driftmonitor as driftmonitor_handlers
 from tailor.handlers import trainingjob as trainingjob_handlers
 from tailor.k8s import POOL_SIZE, Kube
 from tailor.settings import OperatorSettings, parse
@@ -40,16 +43,31 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.startup()
-def start_background(trainingjob_index: kopf.Index[Any, Any], **_: Any) -> None:
-    config = runtime.settings()
+def start_background(trainingjob_index: kopf.Index[Any, Any],
+                     driftmonitor_index: kopf.Index[Any, Any], **_: Any) -> None:
+    rt = runtime.current()
+    config = rt.settings
     start_http_server(config.metrics_port, addr=config.bind_address)
 
-    def known_jobs() -> list[dict[str, Any]]:
-        return [body for store in list(trainingjob_index.values()) for body in store]
+    def known(index: kopf.Index[Any, Any]) -> list[dict[str, Any]]:
+        return [body for store in list(index.values()) for body in store]
 
-    threading.Thread(target=run_forever, name="housekeeping", daemon=True, args=(
-        _stop, config.progress_interval,
-        lambda: runtime.controller().housekeeping(known_jobs))).start()
+    def monitor(namespace: str, name: str) -> dict[str, Any] | None:
+        store = driftmonitor_index.get((namespace, name))
+        return next(iter(store), None) if store else None
+
+    loops = [("housekeeping", config.progress_interval,
+              lambda: rt.trainingjobs.housekeeping(lambda: known(trainingjob_index))),
+             ("drift-checks", 1.0, lambda: rt.driftmonitors.schedule(known(driftmonitor_index)))]
+    for name, interval, step in loops:
+        threading.Thread(target=run_forever, name=name, daemon=True,
+                         args=(_stop, interval, step)).start()
+    if config.webhook_token_file:
+        server = webhook.make_server(config.bind_address, config.webhook_port,
+                                     Path(config.webhook_token_file), monitor,
+                                     rt.driftmonitors.alert)
+        threading.Thread(target=server.serve_forever, name="webhook", daemon=True).start()
+        log.info("alert webhook on %s:%d/alerts", config.bind_address, config.webhook_port)
 
 
 @kopf.on.cleanup()
@@ -62,8 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf").setLevel(logging.WARNING)  # not a line per handler call
-    runtime.configure(config, TrainingJobController(Kube(), config))
-    assert trainingjob_handlers.trainingjob_event  # registered with Kopf on import
+    kube = Kube()
+    runtime.configure(runtime.Runtime(config, TrainingJobController(kube, config),
+                                      DriftMonitorController(kube, config)))
+    # Importing the handler modules registers them with Kopf.
+    assert trainingjob_handlers.trainingjob_event and driftmonitor_handlers.driftmonitor_index
     exclusions = [f"!{pattern}" for pattern in config.exclude_namespaces]
     if config.namespaces or exclusions:
         # Each pattern is Kopf's "include, !exclude" glob list; exclusions apply to all.

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from tailor.driftmonitors import DriftMonitorController
 from tailor.settings import OperatorSettings
 from tailor.trainingjobs import TrainingJobController
 
-_controller: TrainingJobController | None = None
-_settings: OperatorSettings | None = None
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: OperatorSettings
+    trainingjobs: TrainingJobController
+    driftmonitors: DriftMonitorController
 
 
-def configure(settings: OperatorSettings, controller_: TrainingJobController) -> None:
-    global _controller, _settings
-    _settings, _controller = settings, controller_
+_runtime: Runtime | None = None
+
+
+def configure(runtime: Runtime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def current() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the operator is not configured; start it with `python -m tailor`")
+    return _runtime
 
 
 def controller() -> TrainingJobController:
-    if _controller is None:
-        raise RuntimeError("the operator is not configured; start it with `python -m tailor`")
-    return _controller
-
-
-def settings() -> OperatorSettings:
-    if _settings is None:
-        raise RuntimeError("the operator is not configured; start it with `python -m tailor`")
-    return _settings
+    return current().trainingjobs

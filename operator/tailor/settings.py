@@ -17,6 +17,8 @@ class OperatorSettings:
     liveness_port: int = 8080
     bind_address: str = "0.0.0.0"  # noqa: S104 (a pod's own address; no host network)
     progress_interval: float = 10.0
+    webhook_port: int = 8443
+    webhook_token_file: str | None = None  # without one, the alert webhook is off
     # Extra namespace patterns Kopf must not serve (tests run a private operator per namespace).
     exclude_namespaces: tuple[str, ...] = field(default_factory=tuple)
 
@@ -40,10 +42,18 @@ def parse(argv: list[str] | None = None) -> OperatorSettings:
                                                                    "0.0.0.0"))  # noqa: S104
     parser.add_argument("--progress-interval", type=float, default=10.0,
                         help="seconds between reads of a running job's progress")
+    parser.add_argument("--webhook-port", type=int,
+                        default=int(os.environ.get("TAILOR_WEBHOOK_PORT", "8443")),
+                        help="port of the Alertmanager webhook (POST /alerts)")
+    parser.add_argument("--webhook-token-file",
+                        default=os.environ.get("TAILOR_WEBHOOK_TOKEN_FILE"),
+                        help="file holding the webhook's bearer token (a mounted Secret key); "
+                             "the webhook is off without it")
     args = parser.parse_args(argv)
     return OperatorSettings(
         trainer_image=args.trainer_image, namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port, liveness_port=args.liveness_port,
         bind_address=args.bind_address, progress_interval=args.progress_interval,
         exclude_namespaces=tuple(args.exclude_namespace),
+        webhook_port=args.webhook_port, webhook_token_file=args.webhook_token_file,
     )

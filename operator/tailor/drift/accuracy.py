@@ -327,7 +327,9 @@ def epoch_micros(column: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.int64]:
         except pa.ArrowInvalid:
             ints = column.cast(pa.timestamp("us")).cast(pa.int64())
     elif pa.types.is_integer(t) or pa.types.is_floating(t):
-        ints = pc.multiply(column.cast(pa.float64()), 1_000_000.0).cast(pa.int64())
+        # Fractional seconds: truncate to whole microseconds (a safe cast would refuse).
+        ints = pc.cast(pc.multiply(column.cast(pa.float64()), 1_000_000.0), pa.int64(),
+                       safe=False)
     elif pa.types.is_date(t):
         ints = column.cast(pa.timestamp("us")).cast(pa.int64())
     else:

@@ -1,0 +1,329 @@
+"""The DriftMonitor on the real stack: logs in MinIO, checks, metrics, retrains, the alert path."""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from tailor.drift.profile import build_reference_profile
+from tailor_localstack import services
+from tailor_localstack.testing import OperatorProcess, StackHandle, eventually
+
+RETRAIN_COMMAND = ["python", "-c", "print('retrained')"]
+
+
+@pytest.fixture
+def bucket(stack: StackHandle) -> Iterator[str]:
+    s3 = s3_client(stack)
+    name = f"drift-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    for obj in s3.list_objects_v2(Bucket=name).get("Contents", []):
+        s3.delete_object(Bucket=name, Key=obj["Key"])
+    s3.delete_bucket(Bucket=name)
+
+
+def s3_client(stack: StackHandle) -> Any:
+    return boto3.client("s3", endpoint_url=stack.state.s3_endpoint, region_name="us-east-1",
+                        aws_access_key_id=stack.state.s3_access_key,
+                        aws_secret_access_key=stack.state.s3_secret_key)
+
+
+def write_reference(stack: StackHandle, bucket: str) -> str:
+    rng = np.random.default_rng(7)
+    n = 3000
+    predictions = rng.choice(["sport", "tech"], n)
+    profile = build_reference_profile({"length": rng.normal(300, 40, n),
+                                       "links": rng.poisson(2, n).astype(float)},
+                                      predictions, classes=["sport", "tech"],
+                                      labels=predictions)
+    s3_client(stack).put_object(Bucket=bucket, Key="model/run-1/reference-profile.json",
+                                Body=json.dumps(profile.to_json()).encode())
+    return f"s3://{bucket}/model/run-1/reference-profile.json"
+
+
+def write_window(stack: StackHandle, bucket: str, *, part: str, shift: float,
+                 accuracy: float, n: int = 800) -> None:
+    """Prediction logs (features shifted by `shift` standard deviations) and their labels,
+    `accuracy` of them matching the prediction."""
+    rng = np.random.default_rng(abs(hash(part)) % 2**32)
+    now = time.time()
+    predictions, labels = [], []
+    for i in range(n):
+        predicted = str(rng.choice(["sport", "tech"]))
+        correct = rng.random() < accuracy
+        actual = predicted if correct else ("tech" if predicted == "sport" else "sport")
+        row_id = f"{part}-{i}"
+        predictions.append({"id": row_id, "timestamp": now - 60,
+                            "length": float(rng.normal(300 + 40 * shift, 40)),
+                            "links": float(rng.poisson(2)), "prediction": predicted})
+        labels.append({"id": row_id, "label": actual, "timestamp": now - 30})
+    s3 = s3_client(stack)
+    for key, rows in ((f"logs/predictions/{part}.jsonl", predictions),
+                      (f"logs/labels/{part}.jsonl", labels)):
+        body = io.BytesIO("".join(json.dumps(r) + "\n" for r in rows).encode())
+        s3.put_object(Bucket=bucket, Key=key, Body=body.getvalue())
+
+
+def monitor(name: str, bucket: str, profile_uri: str, stack: StackHandle,
+            triggers: list[str], cooldown: str = "1h") -> str:
+    return json.dumps({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "DriftMonitor",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"profileUri": profile_uri},
+            "production": {"predictionsUri": f"s3://{bucket}/logs/predictions/",
+                           "groundTruthUri": f"s3://{bucket}/logs/labels/", "window": "1h",
+                           "minSamples": 200, "minLabeled": 100},
+            "storage": {"endpoint": stack.state.s3_endpoint,
+                        "credentialsSecret": {"name": "s3"}},
+            "interval": "10s",
+            "checks": {"accuracy": {"threshold": 0.8}},
+            "retrain": {"triggers": triggers, "cooldown": cooldown,
+                        "template": {"spec": {"task": "custom", "workers": 1,
+                                              "procsPerWorker": 1,
+                                              "command": RETRAIN_COMMAND}}},
+        }})
+
+
+def dm_status(stack: StackHandle, namespace: str, name: str) -> dict[str, Any]:
+    result = stack.kubectl("get", "dm", name, "-n", namespace, "-o", "json", check=False)
+    status: dict[str, Any] = json.loads(result.stdout).get("status", {}) \
+        if result.returncode == 0 else {}
+    return status
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def retrains(stack: StackHandle, namespace: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(stack.kubectl(
+        "get", "tj", "-n", namespace, "-l", f"tailor.dev/driftmonitor={name}", "-o", "json"
+    ).stdout)["items"]
+    return items
+
+
+def scrape(operator: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The operator's metrics as {(sample name, labels): value}."""
+    text = requests.get(operator.metrics_url, timeout=10).text
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@pytest.fixture
+def storage_secret(stack: StackHandle, namespace: str) -> None:
+    stack.kubectl("create", "secret", "generic", "s3", "-n", namespace,
+                  f"--from-literal=AWS_ACCESS_KEY_ID={stack.state.s3_access_key}",
+                  f"--from-literal=AWS_SECRET_ACCESS_KEY={stack.state.s3_secret_key}")
+
+
+def test_a_shift_and_an_accuracy_drop_are_detected_and_retrain_once(
+        stack: StackHandle, namespace: str, operator: OperatorProcess, bucket: str,
+        storage_secret: None) -> None:
+    profile = write_reference(stack, bucket)
+    write_window(stack, bucket, part="shifted", shift=3.0, accuracy=0.6)
+    stack.kubectl("apply", "-n", namespace, "-f", "-",
+                  input=monitor("news", bucket, profile, stack, ["AccuracyBelowThreshold"]))
+    status = eventually(lambda: (s := dm_status(stack, namespace, "news")) and
+                        condition(s, "AccuracyBelowThreshold").get("status") == "True" and s,
+                        timeout=60, what="the check to find the accuracy drop")
+    assert condition(status, "DriftDetected")["status"] == "True"
+    assert condition(status, "DriftDetected")["reason"] == "FeatureDrift"
+    assert condition(status, "Ready")["status"] == "True"
+    drifted = {f["name"]: f for f in status["features"]}
+    assert drifted["length"]["drifted"] is True and drifted["links"]["drifted"] is False
+    assert 0.5 < status["accuracy"]["value"] < 0.7
+    assert status["accuracy"]["lower"] < status["accuracy"]["value"] < status["accuracy"]["upper"]
+    assert status["window"]["predictions"] == 800 and status["window"]["labelCoverage"] == 1.0
+    assert status["retrainCount"] == 1 and status["lastRetrain"]["reason"] == \
+        "AccuracyBelowThreshold"
+
+    [job] = eventually(lambda: retrains(stack, namespace, "news"), timeout=30,
+                       what="the retraining TrainingJob")
+    assert job["metadata"]["name"] == status["lastRetrain"]["name"]
+    assert job["metadata"]["name"].startswith("news-retrain-")
+    lineage = json.loads(job["metadata"]["annotations"]["tailor.dev/trigger"])
+    assert lineage["driftMonitor"] == "news" and lineage["reason"] == "AccuracyBelowThreshold"
+    assert "accuracy" in lineage["message"] and lineage["windowEnd"]
+    assert job["spec"]["command"] == RETRAIN_COMMAND
+    eventually(lambda: retrains(stack, namespace, "news")[0].get("status", {})
+               .get("triggeredBy", {}).get("driftMonitor") == "news", timeout=30,
+               what="the TrainingJob's status to carry its lineage")
+
+    samples = scrape(operator)
+    labels = {"namespace": namespace, "monitor": "news"}
+    assert samples[("tailor_drift_detected", frozenset(labels.items()))] == 1.0
+    accuracy = frozenset({**labels, "metric": "accuracy"}.items())
+    assert samples[("tailor_model_metric_threshold", accuracy)] == 0.8
+    assert samples[("tailor_model_metric", accuracy)] == status["accuracy"]["value"]
+    retrained = frozenset({**labels, "reason": "AccuracyBelowThreshold"}.items())
+    assert samples[("tailor_retrains_total", retrained)] == 1.0
+    assert any(name == "tailor_feature_drift_score" and ("feature", "length") in key
+               for name, key in samples)
+
+    # Another bad window inside the cooldown: checked, but no second retrain.
+    first_check = status["lastCheckTime"]
+    write_window(stack, bucket, part="worse", shift=3.0, accuracy=0.55)
+    later = eventually(lambda: (s := dm_status(stack, namespace, "news")) and
+                       s.get("lastCheckTime") != first_check and s, timeout=60,
+                       what="a second check")
+    assert condition(later, "AccuracyBelowThreshold")["status"] == "True"
+    assert condition(later, "Retraining")["reason"] in ("CooldownActive", "RetrainRunning")
+    assert later["retrainCount"] == 1
+    assert len(retrains(stack, namespace, "news")) == 1
+
+
+def test_healthy_production_data_raises_nothing(stack: StackHandle, namespace: str,
+                                                operator: OperatorProcess, bucket: str,
+                                                storage_secret: None) -> None:
+    profile = write_reference(stack, bucket)
+    write_window(stack, bucket, part="fine", shift=0.0, accuracy=0.95)
+    stack.kubectl("apply", "-n", namespace, "-f", "-",
+                  input=monitor("calm", bucket, profile, stack, ["AccuracyBelowThreshold",
+                                                                 "DriftDetected"]))
+    status = eventually(lambda: (s := dm_status(stack, namespace, "calm")) and
+                        s.get("lastCheckTime") and s, timeout=60, what="a check")
+    assert condition(status, "DriftDetected")["status"] == "False"
+    assert condition(status, "AccuracyBelowThreshold")["status"] == "False"
+    assert status["phase"] == "Healthy" and retrains(stack, namespace, "calm") == []
+
+
+def test_a_missing_secret_stalls_the_monitor_with_a_clear_reason(
+        stack: StackHandle, namespace: str, operator: OperatorProcess, bucket: str) -> None:
+    stack.kubectl("apply", "-n", namespace, "-f", "-",
+                  input=monitor("nosecret", bucket, f"s3://{bucket}/none.json", stack,
+                                ["AccuracyBelowThreshold"]))
+    status = eventually(lambda: (s := dm_status(stack, namespace, "nosecret")) and
+                        condition(s, "Stalled").get("status") == "True" and s, timeout=60,
+                        what="the monitor to stall")
+    assert condition(status, "Stalled")["reason"] == "SecretNotFound"
+    assert "'s3'" in condition(status, "Stalled")["message"]
+    assert retrains(stack, namespace, "nosecret") == []
+
+
+@pytest.fixture
+def webhook_operator(stack: StackHandle, namespace: str, crds: None,
+                     tmp_path: Path) -> Iterator[tuple[OperatorProcess, str, str]]:
+    token = secrets.token_urlsafe(24)
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    import socket
+    with socket.socket() as s:
+        s.bind((stack.state.gateway, 0))
+        port = s.getsockname()[1]
+    process = OperatorProcess(stack, tmp_path / "operator.log", "--namespace", namespace,
+                              "--webhook-token-file", str(token_file),
+                              "--webhook-port", str(port))
+    yield process, f"http://{stack.state.gateway}:{port}/alerts", token
+    process.stop()
+
+
+def test_solo_alert_from_prometheus_through_alertmanager_retrains_once(
+        stack: StackHandle, namespace: str, bucket: str, storage_secret: None,
+        webhook_operator: tuple[OperatorProcess, str, str]) -> None:
+    operator, url, token = webhook_operator
+    targets = stack.dir / "prometheus" / "targets" / f"{namespace}.json"
+    targets.write_text(json.dumps([{"targets": [f"{operator.address}:{operator.metrics_port}"],
+                                    "labels": {"job": "tailor-operator"}}]))
+    rule = stack.dir / "prometheus" / "rules" / f"{namespace}.yml"
+    rule.write_text(yaml.safe_dump({"groups": [{"name": namespace, "rules": [{
+        "alert": "TailorModelMetricBelowThreshold",
+        "expr": f'tailor_model_metric{{namespace="{namespace}"}} < on(namespace, monitor, '
+                f'metric) tailor_model_metric_threshold{{namespace="{namespace}"}}',
+        "labels": {"severity": "warning"},
+        "annotations": {"summary": "model metric below its threshold"}}]}]}))
+    fragment = stack.dir / "alertmanager" / "receivers" / f"{namespace}.yml"
+    fragment.write_text(yaml.safe_dump({
+        "receiver": {"name": namespace, "webhook_configs": [{
+            "url": url, "send_resolved": False,
+            "http_config": {"authorization": {"type": "Bearer", "credentials": token}}}]},
+        "matchers": [f'namespace="{namespace}"']}))
+    services.reload(stack.state.prometheus_url)
+    services.write_alertmanager_config(stack.dir / "alertmanager")
+    services.reload(stack.state.alertmanager_url)
+    try:
+        profile = write_reference(stack, bucket)
+        write_window(stack, bucket, part="bad", shift=0.0, accuracy=0.6)
+        # The internal trigger is off: only the alert may retrain.
+        stack.kubectl("apply", "-n", namespace, "-f", "-",
+                      input=monitor("alerted", bucket, profile, stack, ["Alert"]))
+        [job] = eventually(lambda: retrains(stack, namespace, "alerted"), timeout=120,
+                           what="Prometheus -> Alertmanager -> webhook -> retrain")
+        lineage = json.loads(job["metadata"]["annotations"]["tailor.dev/trigger"])
+        assert lineage["reason"] == "Alert" and "below its threshold" in lineage["message"]
+        status = dm_status(stack, namespace, "alerted")
+        assert status["retrainCount"] == 1 and status["lastRetrain"]["reason"] == "Alert"
+        assert scrape(operator)[("tailor_alerts_received_total",
+                                 frozenset({("outcome", "retrain-created")}))] == 1.0
+        assert len(retrains(stack, namespace, "alerted")) == 1
+    finally:
+        for path in (targets, rule, fragment):
+            path.unlink(missing_ok=True)
+        services.reload(stack.state.prometheus_url)
+        services.write_alertmanager_config(stack.dir / "alertmanager")
+        services.reload(stack.state.alertmanager_url)
+
+
+def test_solo_webhook_refuses_bad_callers_and_bad_payloads(
+        stack: StackHandle, namespace: str, bucket: str, storage_secret: None,
+        webhook_operator: tuple[OperatorProcess, str, str]) -> None:
+    _, url, token = webhook_operator
+    profile = write_reference(stack, bucket)
+    stack.kubectl("apply", "-n", namespace, "-f", "-",
+                  input=monitor("guarded", bucket, profile, stack, ["Alert"]))
+    alert = {"version": "4", "status": "firing", "alerts": [{
+        "status": "firing", "fingerprint": "abc123", "startsAt": "2026-01-01T00:00:00Z",
+        "labels": {"alertname": "X", "namespace": namespace, "monitor": "guarded"},
+        "annotations": {"summary": "test"}}]}
+    assert requests.post(url, json=alert, timeout=10).status_code == 401
+    assert requests.post(url, json=alert, timeout=10,
+                         headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {token}"}
+    for bad in (b"not json", b"[]", b'{"alerts": [{"labels": 3}]}', b'{"alerts": "x"}'):
+        response = requests.post(url, data=bad, headers=auth, timeout=10)
+        assert response.status_code == 400, bad
+        assert "malformed payload" in response.json()["error"]
+    assert retrains(stack, namespace, "guarded") == []
+    # The same alert twice (Alertmanager repeats): one retrain.
+    first = requests.post(url, json=alert, headers=auth, timeout=10)
+    second = requests.post(url, json=alert, headers=auth, timeout=10)
+    assert first.json()["results"][0]["outcome"] == "retrain-created"
+    assert second.json()["results"][0]["outcome"] == "duplicate"
+    assert len(retrains(stack, namespace, "guarded")) == 1
+
+
+def test_solo_operator_killed_during_checks_creates_no_duplicate_retrain(
+        stack: StackHandle, namespace: str, bucket: str, storage_secret: None, crds: None,
+        tmp_path: Path) -> None:
+    profile = write_reference(stack, bucket)
+    write_window(stack, bucket, part="bad", shift=2.0, accuracy=0.55)
+    own = OperatorProcess(stack, tmp_path / "operator.log", "--namespace", namespace)
+    stack.kubectl("apply", "-n", namespace, "-f", "-",
+                  input=monitor("sturdy", bucket, profile, stack, ["AccuracyBelowThreshold"]))
+    eventually(lambda: dm_status(stack, namespace, "sturdy").get("lastRetrain"), timeout=60,
+               what="the first retrain to be recorded")
+    own.kill()  # SIGKILL, whatever it was doing
+    write_window(stack, bucket, part="worse", shift=2.0, accuracy=0.5)
+    restarted = OperatorProcess(stack, tmp_path / "operator-2.log", "--namespace", namespace)
+    try:
+        before = dm_status(stack, namespace, "sturdy")["lastCheckTime"]
+        eventually(lambda: dm_status(stack, namespace, "sturdy").get("lastCheckTime") != before,
+                   timeout=60, what="a check by the restarted operator")
+        status = dm_status(stack, namespace, "sturdy")
+        assert status["retrainCount"] == 1
+        [job] = retrains(stack, namespace, "sturdy")
+        assert job["metadata"]["name"] == status["lastRetrain"]["name"]
+    finally:
+        restarted.stop()
