@@ -17,6 +17,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -27,13 +28,15 @@ type result struct {
 	Message string `json:"message"`
 }
 
+// objects decodes stdin the way the API machinery does: whole numbers become int64, which
+// unstructured accessors such as metadata.generation require.
 func objects(data []byte) ([]map[string]interface{}, error) {
 	var array []map[string]interface{}
-	if err := json.Unmarshal(data, &array); err == nil {
+	if err := utiljson.Unmarshal(data, &array); err == nil {
 		return array, nil
 	}
 	var single map[string]interface{}
-	if err := json.Unmarshal(data, &single); err != nil {
+	if err := utiljson.Unmarshal(data, &single); err != nil {
 		return nil, fmt.Errorf("stdin is neither a JSON object nor an array of objects: %w", err)
 	}
 	if items, ok := single["items"].([]interface{}); ok {
