@@ -94,7 +94,9 @@ class Run:
         self.world = world
         self.spec = cfg.spec
         self.store = Store(cfg.spec.storage)
-        self.work_dir = Path(os.environ.get(ENV_WORK_DIR) or tempfile.mkdtemp(prefix="tailor-"))
+        # Processes on one node may share TAILOR_WORK_DIR; each keeps to its own folder.
+        root = Path(os.environ.get(ENV_WORK_DIR) or tempfile.mkdtemp(prefix="tailor-"))
+        self.work_dir = root / f"rank-{world.rank}"
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.progress = Progress() if world.is_main else None
         tracking = self.spec.tracking
