@@ -1,0 +1,305 @@
+"""The chart installed into the local stack, and the operator run as the chart's ServiceAccount
+(its token from the TokenRequest API, the arguments and environment of the rendered Deployment):
+a TrainingJob runs end to end and a DriftMonitor is reconciled with only that RBAC, the operator
+never meets a 403, `kubectl auth can-i` shows what it must not do, and the metrics the dashboard
+and alerts query are in its live /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from conftest import REPO
+from prometheus_client.parser import text_string_to_metric_families
+from tailor.api import contract
+from tailor_localstack.testing import StackHandle, eventually
+
+CHART = REPO / "helm" / "tailor"
+# A short distributed run: every process all-reduces once; rank 0 writes the summary.
+PROGRAM = textwrap.dedent("""
+    import torch, torch.distributed as dist
+    from tailor.api import contract
+    dist.init_process_group("gloo")
+    value = torch.tensor([1.0])
+    dist.all_reduce(value)
+    if dist.get_rank() == 0:
+        with open("/dev/termination-log", "w") as f:
+            f.write(contract.TerminationSummary("Succeeded", reason="Completed",
+                    message=f"sum {value.item()}", metrics={"test": 0.9}).to_message())
+    dist.destroy_process_group()
+""")
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    service_account: str
+    manifests: list[dict[str, Any]]
+
+    def deployment_container(self) -> dict[str, Any]:
+        deployment = next(m for m in self.manifests if m["kind"] == "Deployment")
+        container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+        return container
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def helm_run(helm: Path, stack: StackHandle, *args: str) -> str:
+    result = subprocess.run([str(helm), f"--kubeconfig={stack.kubeconfig}", *args],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def release(stack: StackHandle, namespace: str, helm: Path, crds: None,
+            tmp_path: Path) -> Iterator[Release]:
+    """The chart installed into the test's namespace, serving only that namespace, with the
+    operator's Deployment scaled to 0 (the node agent runs no probes): the test runs the operator
+    itself, as the chart's ServiceAccount."""
+    name = f"t{secrets.token_hex(3)}"
+    token = secrets.token_hex(16)
+    stack.kubectl("create", "secret", "generic", "webhook-token", "-n", namespace,
+                  f"--from-literal=token={token}")
+    values = {"replicas": 0, "watchNamespaces": [namespace],
+              "metrics": {"port": free_port()}, "health": {"port": free_port()},
+              "webhook": {"enabled": True, "port": free_port(),
+                          "tokenSecret": {"name": "webhook-token", "key": "token"}},
+              "trainer": {"progressInterval": 1}}
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    helm_run(helm, stack, "install", name, str(CHART), "-n", namespace, "--skip-crds",
+             "-f", str(values_file))
+    try:
+        manifest = helm_run(helm, stack, "get", "manifest", name, "-n", namespace)
+        yield Release(name, namespace, f"{name}-tailor",
+                      [m for m in yaml.safe_load_all(manifest) if m])
+    finally:
+        helm_run(helm, stack, "uninstall", name, "-n", namespace, "--wait=false")
+
+
+def service_account_kubeconfig(stack: StackHandle, release: Release, path: Path) -> Path:
+    token = stack.kubectl("create", "token", release.service_account, "-n", release.namespace,
+                          "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(stack.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "stack", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "stack", "user": "sa",
+                                                "namespace": release.namespace}}]}))
+    return path
+
+
+class ServiceAccountOperator:
+    """`python -m tailor` with the rendered Deployment's arguments and environment, as the
+    chart's ServiceAccount. The webhook token Secret is mounted in a pod; here its key is
+    written to a file at the same relative place."""
+
+    def __init__(self, stack: StackHandle, release: Release, workdir: Path) -> None:
+        container = release.deployment_container()
+        self.args: list[str] = container["args"]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        token_file = Path(env["TAILOR_WEBHOOK_TOKEN_FILE"])
+        secret = json.loads(stack.kubectl("get", "secret", "webhook-token", "-n",
+                                          release.namespace, "-o", "json").stdout)
+        local_token = workdir / token_file.name
+        local_token.write_text(secret["data"]["token"])  # base64 is as good a token as any
+        env["TAILOR_WEBHOOK_TOKEN_FILE"] = str(local_token)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        self.metrics_url = f"http://127.0.0.1:{ports['metrics']}/metrics"
+        self.health_url = f"http://127.0.0.1:{ports['health']}/healthz"
+        kubeconfig = service_account_kubeconfig(stack, release, workdir / "kubeconfig")
+        self.log_path = stack.dir / "logs" / f"operator-chart-{release.name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        base = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tailor", *self.args],
+            env={**base, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        eventually(self.alive, timeout=60, what=f"the operator to answer (log {self.log_path})")
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited; see {self.log_path}")
+        try:
+            return requests.get(self.health_url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+        self._log.close()
+
+
+def get(stack: StackHandle, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    result = stack.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", [])
+                 if c["type"] == kind), {})
+
+
+def can_i(stack: StackHandle, release: Release, verb: str, resource: str,
+          namespace: str | None) -> bool:
+    where = ["-n", namespace] if namespace else []
+    resource, _, subresource = resource.partition("/")
+    if subresource:
+        where.append(f"--subresource={subresource}")
+    result = stack.kubectl("auth", "can-i", verb, resource, *where,
+                           f"--as=system:serviceaccount:{release.namespace}:"
+                           f"{release.service_account}", check=False)
+    assert result.stdout.strip() in ("yes", "no"), result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def test_solo_operator_runs_a_trainingjob_and_a_driftmonitor_with_only_the_charts_rbac(
+        stack: StackHandle, namespace: str, release: Release, tmp_path: Path) -> None:
+    operator = ServiceAccountOperator(stack, release, tmp_path)
+    try:
+        assert f"--namespace={namespace}" in operator.args
+        spec = {"task": "custom", "workers": 2, "procsPerWorker": 1,
+                "command": ["python", "-c", PROGRAM],
+                "runPolicy": {"backoffLimit": 0, "ttlSecondsAfterFinished": 5}}
+        stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": "rbac"}, "spec": spec}))
+        done = eventually(lambda: condition(get(stack, namespace, "tj", "rbac"), "Succeeded")
+                          .get("status") == "True" and get(stack, namespace, "tj", "rbac"),
+                          timeout=240, what="the TrainingJob to succeed (as the chart's SA)")
+        assert done["status"]["metrics"]["test"] == 0.9
+        assert get(stack, namespace, "service", "rbac")["spec"]["clusterIP"] == "None"
+        reasons = {e["reason"] for e in json.loads(stack.kubectl(
+            "get", "events", "-n", namespace, "--field-selector",
+            "involvedObject.name=rbac,involvedObject.kind=TrainingJob", "-o", "json").stdout
+        )["items"]}
+        assert "Completed" in reasons  # events: create
+        # ttlSecondsAfterFinished: the operator deletes the finished TrainingJob.
+        eventually(lambda: not get(stack, namespace, "tj", "rbac"), timeout=60,
+                   what="the finished TrainingJob to be deleted after its TTL")
+
+        # A DriftMonitor of a TrainingJob that does not exist: read, and its status written.
+        stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "tailor.dev/v1alpha1", "kind": "DriftMonitor",
+            "metadata": {"name": "rbac"},
+            "spec": {"model": {"trainingJob": "missing"}, "interval": "30s",
+                     "production": {"predictionsUri": "s3://tailor/p/",
+                                    "groundTruthUri": "s3://tailor/l/"}}}))
+        monitor = eventually(
+            lambda: (m := get(stack, namespace, "dm", "rbac")).get("status", {})
+            .get("observedGeneration") == 1 and m, timeout=60,
+            what="the DriftMonitor's status to be written (as the chart's SA)")
+        assert condition(monitor, "Ready") or condition(monitor, "Stalled")
+
+        families = {f.name: f.type for f in text_string_to_metric_families(
+            requests.get(operator.metrics_url, timeout=5).text)}
+        scraped = exported_names(families)
+        assert "tailor_trainingjob_duration_seconds_count" in scraped
+        queried = dashboard_and_alert_metrics(stack, release)
+        trainer = {getattr(contract, n) for n in dir(contract) if n.startswith("METRIC_")}
+        assert queried - scraped - trainer == set()
+
+        # Least privilege must still be enough: Kopf logs a 403 as a permissions warning.
+        log = operator.log()
+        assert not re.search(r"403|[Ff]orbidden|Not enough permissions", log), log[-3000:]
+    finally:
+        operator.stop()
+
+
+def exported_names(families: dict[str, str]) -> set[str]:
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count",
+                                                                 "_created")}
+    return {name + suffix for name, kind in families.items()
+            for suffix in suffixes.get(kind, ("",))}
+
+
+def dashboard_and_alert_metrics(stack: StackHandle, release: Release) -> set[str]:
+    dashboard = (CHART / "dashboards" / "tailor.json").read_text()
+    rules = subprocess.run(  # the PrometheusRule is off in this release; render it
+        ["bash", "-c", f'source "{REPO}/hack/versions.sh"; "$TAILOR_BIN_ROOT/helm-$HELM_VERSION/'
+         f'helm" template x "{CHART}" --set prometheusRule.enabled=true '
+         '--show-only templates/prometheusrule.yaml'],
+        check=True, capture_output=True, text=True).stdout
+    exprs = [t["expr"] for p in json.loads(dashboard)["panels"] for t in p.get("targets", [])]
+    exprs += [r["expr"] for g in yaml.safe_load(rules)["spec"]["groups"] for r in g["rules"]]
+    return set().union(*(set(re.findall(r"\btailor_[a-z0-9_]+\b", e)) for e in exprs))
+
+
+# What the operator's ServiceAccount may do, and what it must not (verb, resource, namespace;
+# None: cluster scope; "other": a namespace it does not serve).
+ALLOWED = [
+    ("get", "trainingjobs.tailor.dev"), ("list", "trainingjobs.tailor.dev"),
+    ("watch", "trainingjobs.tailor.dev"), ("create", "trainingjobs.tailor.dev"),
+    ("delete", "trainingjobs.tailor.dev"), ("patch", "trainingjobs.tailor.dev/status"),
+    ("watch", "driftmonitors.tailor.dev"), ("patch", "driftmonitors.tailor.dev/status"),
+    ("create", "jobs.batch"), ("delete", "jobs.batch"), ("watch", "jobs.batch"),
+    ("create", "services"), ("list", "pods"), ("create", "events"),
+    ("get", "secrets"),  # by name only: a DriftMonitor's credentialsSecret
+]
+DENIED = [
+    # Secrets: never listed or watched, never written.
+    ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("update", "secrets"),
+    # No shell or pods of its own: pods come only from its Jobs.
+    ("create", "pods/exec"), ("get", "pods/exec"), ("create", "pods/attach"),
+    ("create", "pods/portforward"), ("create", "pods"), ("delete", "pods"), ("get", "pods/log"),
+    # Users own the specs; the operator writes only status.
+    ("update", "trainingjobs.tailor.dev"), ("patch", "trainingjobs.tailor.dev"),
+    ("create", "driftmonitors.tailor.dev"), ("patch", "driftmonitors.tailor.dev"),
+    ("delete", "driftmonitors.tailor.dev"),
+    # Children are created and deleted, never rewritten; no other kinds at all.
+    ("patch", "jobs.batch"), ("update", "services"), ("delete", "services"),
+    ("create", "deployments.apps"), ("create", "configmaps"), ("create", "cronjobs.batch"),
+    ("create", "serviceaccounts/token"), ("create", "roles.rbac.authorization.k8s.io"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"), ("impersonate", "serviceaccounts"),
+]
+DENIED_CLUSTER = [
+    ("delete", "namespaces"), ("create", "namespaces"), ("get", "nodes"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("list", "trainingjobs.tailor.dev"),  # across namespaces: it serves one
+    ("list", "secrets"),
+]
+
+
+def test_solo_can_i_matrix(stack: StackHandle, namespace: str, release: Release) -> None:
+    other = "default"  # a namespace the release does not serve
+    got = {(verb, resource): can_i(stack, release, verb, resource, namespace)
+           for verb, resource in ALLOWED + DENIED}
+    assert {k for k, v in got.items() if not v} == set(DENIED)
+    assert not [k for k in DENIED_CLUSTER if can_i(stack, release, *k, None)]
+    assert not [k for k in ALLOWED if can_i(stack, release, *k, other)]
+    # Kopf's framework rules: CRDs and namespaces, read-only, cluster-wide.
+    assert can_i(stack, release, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+    assert can_i(stack, release, "list", "namespaces", None)
