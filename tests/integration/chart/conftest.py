@@ -88,7 +88,7 @@ _Loader.add_constructor("tag:yaml.org,2002:value",
 
 def crd_schemas(root: Path, files: list[Path]) -> None:
     for path in files:
-        for crd in yaml.load_all(path.read_text(), Loader=_Loader):  # noqa: S506 (a SafeLoader)
+        for crd in yaml.load_all(path.read_text(), Loader=_Loader):  # a SafeLoader
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
             for version in crd["spec"]["versions"]:

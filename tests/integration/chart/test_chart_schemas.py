@@ -22,7 +22,7 @@ def kubeconform_run(kubeconform: Path, locations: list[str], manifests: str
     report = json.loads(result.stdout)
     problems = [r for r in report["resources"] if r["status"] != "statusValid"]
     assert result.returncode == 0 and not problems, json.dumps(problems, indent=1)
-    return report["resources"]  # type: ignore[no-any-return]
+    return report["resources"]
 
 
 @pytest.mark.parametrize("values", [[], ["-f", str(CHART / "ci" / "nondefault-values.yaml")]],

@@ -143,7 +143,7 @@ def test_namespace_admins_editors_and_viewers_get_the_kinds_but_not_their_status
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     deployment = one(docs, "Deployment")
     [c] = deployment["spec"]["template"]["spec"]["containers"]
-    return c  # type: ignore[no-any-return]
+    return c
 
 
 def test_deployment_is_one_hardened_replica_with_kopf_probes(helm: Path) -> None:

@@ -52,7 +52,7 @@ def lua_health(lua: Path, kind: str, objects: list[dict[str, Any]], tmp_path: Pa
     harness.write_text(HARNESS)
     out = subprocess.run([str(lua), str(harness), str(HEALTH / kind / "health.lua"), str(data)],
                          check=True, capture_output=True, text=True).stdout
-    return [tuple(line.split("\t", 1)) for line in out.splitlines()]  # type: ignore[misc]
+    return [tuple(line.split("\t", 1)) for line in out.splitlines()]
 
 
 def kstatus_of(kstatus: Path, objects: list[dict[str, Any]]) -> list[dict[str, str]]:
