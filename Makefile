@@ -55,3 +55,11 @@ lint: venv ## ruff and mypy
 .PHONY: test
 test: setup lint ## lint, then unit, integration and end-to-end tests (starts the stack if needed)
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+.PHONY: chart-tools
+chart-tools: prereqs ## build the chart tests' tools: Helm, kubeconform, kstatus, Prometheus Operator CRDs
+	@hack/build-binaries.sh helm kubeconform kstatus monitoring-crds
+
+.PHONY: chart-crds
+chart-crds: ## regenerate the Helm chart's CRDs from crds/
+	@python3 hack/gen_chart_crds.py
