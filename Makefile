@@ -53,7 +53,7 @@ lint: venv ## ruff and mypy
 	@$(VENV)/bin/mypy
 
 .PHONY: test
-test: setup lint ## lint, then unit, integration and end-to-end tests (starts the stack if needed)
+test: setup chart-tools lint ## lint, then unit, integration and end-to-end tests (starts the stack if needed)
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: chart-tools

@@ -26,7 +26,6 @@ from typing import Any
 
 import requests
 from kubernetes import client, config, watch
-
 from tailor.api.trainingjob import TrainingJobSpec
 from tailor.builders.trainingjob import JobRef, build_service, build_worker_job
 from tailor_localstack.testing import OperatorProcess, acquire_stack, eventually

@@ -262,6 +262,9 @@ class DriftMonitorController:
     def _storage(self, namespace: str, spec: DriftMonitorSpec) -> dict[str, Any]:
         storage: dict[str, Any] = {"endpoint": spec.storage.endpoint,
                                    "region": spec.storage.region}
+        if not spec.storage.endpoint and self.settings.default_s3_endpoint:
+            storage["endpoint"] = self.settings.default_s3_endpoint
+            storage["region"] = self.settings.default_s3_region or spec.storage.region
         secret = spec.storage.credentials_secret
         if secret is not None:
             access = self.kube.secret_value(namespace, secret.name, secret.access_key_id_key)

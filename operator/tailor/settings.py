@@ -17,6 +17,10 @@ class OperatorSettings:
     liveness_port: int = 8080
     bind_address: str = "0.0.0.0"  # noqa: S104 (a pod's own address; no host network)
     progress_interval: float = 10.0
+    # Cluster-wide defaults for jobs that leave them out (the Helm chart's `defaults`).
+    default_s3_endpoint: str | None = None
+    default_s3_region: str | None = None
+    default_tracking_uri: str | None = None
     webhook_port: int = 8443
     webhook_token_file: str | None = None  # without one, the alert webhook is off
     # Extra namespace patterns Kopf must not serve (tests run a private operator per namespace).
@@ -56,4 +60,7 @@ def parse(argv: list[str] | None = None) -> OperatorSettings:
         bind_address=args.bind_address, progress_interval=args.progress_interval,
         exclude_namespaces=tuple(args.exclude_namespace),
         webhook_port=args.webhook_port, webhook_token_file=args.webhook_token_file,
+        default_s3_endpoint=os.environ.get("TAILOR_DEFAULT_S3_ENDPOINT") or None,
+        default_s3_region=os.environ.get("TAILOR_DEFAULT_S3_REGION") or None,
+        default_tracking_uri=os.environ.get("TAILOR_DEFAULT_MLFLOW_TRACKING_URI") or None,
     )

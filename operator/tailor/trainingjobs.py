@@ -21,7 +21,13 @@ from tailor import lifecycle, metrics, progress
 from tailor.api import constants as c
 from tailor.api import names
 from tailor.api.trainingjob import TrainingJobSpec
-from tailor.builders.trainingjob import INDEX_LABEL, JobRef, build_service, build_worker_job
+from tailor.builders.trainingjob import (
+    INDEX_LABEL,
+    JobRef,
+    build_service,
+    build_worker_job,
+    with_operator_defaults,
+)
 from tailor.conditions import now as utcnow
 from tailor.conditions import upsert
 from tailor.k8s import Conflict, Kube, Obj
@@ -103,7 +109,11 @@ class TrainingJobController:
 
     def _step(self, key: tuple[str, str], body: Obj, job: Obj | None) -> None:
         ref = JobRef(key[1], key[0], body["metadata"]["uid"])
-        raw_spec = body.get("spec") or {}
+        config = self.settings
+        raw_spec = with_operator_defaults(body.get("spec") or {},
+                                          s3_endpoint=config.default_s3_endpoint,
+                                          s3_region=config.default_s3_region,
+                                          tracking_uri=config.default_tracking_uri)
         try:
             spec = TrainingJobSpec.model_validate(raw_spec)
         except ValidationError as error:

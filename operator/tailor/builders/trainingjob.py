@@ -71,6 +71,22 @@ def artifact_uri(spec: TrainingJobSpec, job: JobRef) -> str:
     return f"{base}{job.run_id}/" if base else ""
 
 
+def with_operator_defaults(raw_spec: dict[str, Any], *, s3_endpoint: str | None,
+                           s3_region: str | None, tracking_uri: str | None) -> dict[str, Any]:
+    """The spec with the operator's cluster-wide defaults filled in where the job names none:
+    the S3 endpoint (and its region) and the MLflow tracking server."""
+    spec = dict(raw_spec)
+    storage = dict(spec.get("storage") or {})
+    if s3_endpoint and not storage.get("endpoint"):
+        storage["endpoint"] = s3_endpoint
+        if s3_region:
+            storage["region"] = s3_region
+        spec["storage"] = storage
+    if tracking_uri and not spec.get("tracking") and spec.get("task") != "custom":
+        spec["tracking"] = {"uri": tracking_uri}
+    return spec
+
+
 def build_service(job: JobRef) -> dict[str, Any]:
     """Headless, and publishing not-ready addresses: workers must resolve each other before
     they are ready, since rendezvous is what makes them ready."""

@@ -112,3 +112,22 @@ def test_no_credential_value_is_ever_in_the_job() -> None:
     for variable in env_of(job).values():
         if variable["name"].startswith("AWS_") and "KEY" in variable["name"]:
             assert "value" not in variable
+
+
+def test_operator_defaults_fill_only_what_a_job_leaves_out() -> None:
+    from tailor.builders.trainingjob import with_operator_defaults
+
+    defaults = {"s3_endpoint": "http://minio:9000", "s3_region": "eu-1",
+                "tracking_uri": "http://mlflow:5000"}
+    bare = {"task": "text-classification"}
+    filled = with_operator_defaults(bare, **defaults)
+    assert filled["storage"] == {"endpoint": "http://minio:9000", "region": "eu-1"}
+    assert filled["tracking"] == {"uri": "http://mlflow:5000"}
+    assert bare == {"task": "text-classification"}  # the input is not changed
+    own = with_operator_defaults(TEXT_SPEC, **defaults)
+    assert own["storage"] == TEXT_SPEC["storage"]
+    assert own["tracking"] == TEXT_SPEC["tracking"]
+    mine = with_operator_defaults({**TEXT_SPEC, "storage": {"endpoint": "http://s3.mine"}},
+                                  **defaults)
+    assert mine["storage"] == {"endpoint": "http://s3.mine"}
+    assert "tracking" not in with_operator_defaults({"task": "custom"}, **defaults)
