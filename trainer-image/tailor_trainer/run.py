@@ -104,7 +104,7 @@ class Run:
                       else os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.model_name)
         self.tracker = Tracker(
             (tracking.uri if tracking else None) if world.is_main else None,
-            experiment, cfg.run_id, f"{cfg.name}-{cfg.run_id}")
+            experiment, cfg.run_id, f"{cfg.name}-{cfg.run_id}", cfg.artifact_uri)
         assert self.spec.data is not None and self.spec.model is not None
         self.data = self.spec.data
         self.columns = ColumnMap.from_spec(self.data)

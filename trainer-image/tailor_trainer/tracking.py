@@ -16,16 +16,19 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 RUN_TAG = "tailor.run_id"
+ARTIFACT_TAG = "tailor.artifact_uri"
 FLUSH_EVERY = 50
 
 
 class Tracker:
-    def __init__(self, uri: str | None, experiment: str, run_id: str, run_name: str) -> None:
+    def __init__(self, uri: str | None, experiment: str, run_id: str, run_name: str,
+                 artifact_uri: str = "") -> None:
         self.enabled = bool(uri)
         self.uri = uri
         self.experiment = experiment
         self.tailor_run_id = run_id
         self.run_name = run_name
+        self.artifact_uri = artifact_uri
         self.mlflow_run_id = ""
         self._client: Any = None
         self._buffer: list[Any] = []
@@ -39,16 +42,18 @@ class Tracker:
             self._client = MlflowClient(tracking_uri=self.uri)
             exp = self._client.get_experiment_by_name(self.experiment)
             exp_id = exp.experiment_id if exp else self._client.create_experiment(self.experiment)
-            found = self._client.search_runs([exp_id],
-                                             f"tags.`{RUN_TAG}` = '{self.tailor_run_id}'",
-                                             max_results=1)
+            # The run id and the artifact prefix together identify a Tailor run everywhere.
+            query = (f"tags.`{RUN_TAG}` = '{self.tailor_run_id}' and "
+                     f"tags.`{ARTIFACT_TAG}` = '{self.artifact_uri}'")
+            found = self._client.search_runs([exp_id], query, max_results=1)
             if found:
                 self.mlflow_run_id = found[0].info.run_id
                 if found[0].info.status != "RUNNING":
                     self._client.update_run(self.mlflow_run_id, status="RUNNING")
             else:
                 run = self._client.create_run(exp_id, run_name=self.run_name,
-                                              tags={RUN_TAG: self.tailor_run_id, **tags})
+                                              tags={RUN_TAG: self.tailor_run_id,
+                                                    ARTIFACT_TAG: self.artifact_uri, **tags})
                 self.mlflow_run_id = run.info.run_id
         except Exception as exc:
             log.warning("MLflow tracking disabled: %s", exc)
