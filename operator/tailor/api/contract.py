@@ -18,7 +18,7 @@ ENV_TRAININGJOB: Final = "TAILOR_TRAININGJOB"
 ENV_RUN_ID: Final = "TAILOR_RUN_ID"
 """The run's id: one per TrainingJob, stable across the group restarts of that job."""
 ENV_ARTIFACT_URI: Final = "TAILOR_ARTIFACT_URI"
-"""Where this run's artifacts go: `<spec.output.uri>/<model name>/<run id>/`."""
+"""Where this run's artifacts go: `<spec.output.uri>/<model name>/runs/<run id>/`."""
 ENV_MODEL_URI: Final = "TAILOR_MODEL_URI"
 """The model's prefix, `<spec.output.uri>/<model name>/`: the locked test manifest and the
 production model live here and outlive every run."""

@@ -67,8 +67,9 @@ def model_uri(spec: TrainingJobSpec, job: JobRef) -> str:
 
 
 def artifact_uri(spec: TrainingJobSpec, job: JobRef) -> str:
+    """`<output>/<model>/runs/<run id>/`, beside the model's test manifest and production copy."""
     base = model_uri(spec, job)
-    return f"{base}{job.run_id}/" if base else ""
+    return f"{base}runs/{job.run_id}/" if base else ""
 
 
 def with_operator_defaults(raw_spec: dict[str, Any], *, s3_endpoint: str | None,
@@ -156,10 +157,11 @@ def tailor_env(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef,
     handed = {"apiVersion": API_VERSION, "kind": TRAININGJOB_KIND,
               "metadata": {"name": job.name, "namespace": job.namespace, "uid": job.uid},
               "spec": raw_spec}
+    run_uri = artifact_uri(spec, job)
     env: list[dict[str, Any]] = [
         {"name": contract.ENV_TRAININGJOB, "value": json.dumps(handed, separators=(",", ":"))},
         {"name": contract.ENV_RUN_ID, "value": job.run_id},
-        {"name": contract.ENV_ARTIFACT_URI, "value": artifact_uri(spec, job)},
+        {"name": contract.ENV_ARTIFACT_URI, "value": run_uri},
         {"name": contract.ENV_MODEL_URI, "value": model_uri(spec, job)},
         {"name": contract.ENV_METRICS_PORT, "value": str(contract.METRICS_PORT)},
         {"name": contract.ENV_RESTART_COUNT, "value": str(attempt)},
@@ -174,6 +176,14 @@ def tailor_env(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef,
                               ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)):
             env.append({"name": variable, "valueFrom": {"secretKeyRef": {
                 "name": secret.name, "key": key}}})
+    if spec.task == "custom":
+        # What the trainer's own custom path would give a user command (docs/trainer.md).
+        if run_uri:
+            env.append({"name": "TAILOR_CHECKPOINT_URI", "value": f"{run_uri}checkpoints/"})
+        env.append({"name": "TAILOR_HYPERPARAMETERS", "value": json.dumps(
+            spec.hyperparameters.model_dump(by_alias=True, exclude_none=True),
+            separators=(",", ":"))})
+        env.append({"name": "TAILOR_WORK_DIR", "value": "/tmp/work"})
     if spec.tracking is not None:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": spec.tracking.uri})
         env.append({"name": "MLFLOW_EXPERIMENT_NAME",

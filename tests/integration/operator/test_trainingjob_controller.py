@@ -237,7 +237,9 @@ def _worker_process(marker: str, rank: int) -> int | None:
 def test_a_killed_worker_restarts_the_whole_group_and_the_job_still_succeeds(
         stack: StackHandle, namespace: str, operator: OperatorProcess) -> None:
     marker = f"kill-{uuid.uuid4().hex[:8]}"
-    apply(stack, namespace, trainingjob("resilient", env={"STEPS": "10"}, marker=marker))
+    # Long enough that the kill lands mid-run even on a loaded machine; the restart is short.
+    apply(stack, namespace, trainingjob("resilient", env={"STEPS": "40", "STEP_SECONDS": "0.5"},
+                                        marker=marker))
     eventually(lambda: status(stack, namespace, "resilient").get("progress", {})
                .get("step", 0) >= 2, timeout=180, what="training to make progress")
     first_pods = {p["metadata"]["uid"] for p in pods_of(stack, namespace, "resilient")}

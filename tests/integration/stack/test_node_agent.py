@@ -173,10 +173,11 @@ def test_deletion_sends_sigterm_and_waits_for_the_container(stack: StackHandle, 
           - name: main
             image: unused
             volumeMounts: [{{name: out, mountPath: /out}}]
-            command: [sh, -c, 'trap "echo TERM > /out/signal; exit 0" TERM; sleep 600 & wait']
+            command: [sh, -c, 'trap "echo TERM > /out/signal; exit 0" TERM; touch /out/ready; sleep 600 & wait']
         """)
-    eventually(lambda: phase(stack, namespace, "graceful") == "Running", timeout=30,
-               what="the pod to run")
+    # Running means the process started; its trap exists once it says so (as with a kubelet).
+    eventually(lambda: (marker_dir / "ready").exists(), timeout=30,
+               what="the container to install its SIGTERM handler")
     started = time.monotonic()
     stack.kubectl("delete", "pod", "graceful", "-n", namespace, "--wait=true", timeout=90)
     # Well inside the 60 s grace period: the container got SIGTERM and exited on it.

@@ -54,7 +54,7 @@ def test_built_in_tasks_run_the_trainer_and_get_their_uris() -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
         *contract.LAUNCHER, "-m", "tailor_trainer"]
     assert env[contract.ENV_MODEL_URI]["value"] == "s3://runs/news/"
-    assert env[contract.ENV_ARTIFACT_URI]["value"] == "s3://runs/news/run-01234567/"
+    assert env[contract.ENV_ARTIFACT_URI]["value"] == "s3://runs/news/runs/run-01234567/"
     assert env[contract.ENV_RESTART_COUNT]["value"] == "2"
     assert env["PET_RDZV_ID"]["value"] == "run-01234567-2"
     assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "news"
@@ -63,9 +63,13 @@ def test_built_in_tasks_run_the_trainer_and_get_their_uris() -> None:
 
 
 def test_custom_commands_run_under_the_launcher_without_python() -> None:
-    raw = {"task": "custom", "command": ["python", "train.py"], "args": ["--lr", "1e-3"]}
+    raw = {"task": "custom", "command": ["python", "train.py"], "args": ["--lr", "1e-3"],
+           "output": {"uri": "s3://runs/"}, "hyperparameters": {"epochs": 2}}
     assert trainer_command(spec_of(raw)) == [*contract.LAUNCHER, "--no-python", "python",
                                              "train.py", "--lr", "1e-3"]
+    env = env_of(worker_job(raw))
+    assert env["TAILOR_CHECKPOINT_URI"]["value"] == "s3://runs/news/runs/run-01234567/checkpoints/"
+    assert '"epochs":2' in env["TAILOR_HYPERPARAMETERS"]["value"]
 
 
 def test_a_single_worker_needs_no_wait_for_worker_zero() -> None:
