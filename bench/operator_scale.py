@@ -142,6 +142,10 @@ def main() -> None:
         batch.create_namespaced_job(ceiling_ns, job)
 
     ceiling = report("ceiling", create_all(args.jobs, direct), watcher, args.jobs, args.timeout)
+    # Let the controller manager finish the ceiling's pods first, so the operator's phase does
+    # not run against that background load.
+    eventually(lambda: len(watcher.active) >= args.jobs, timeout=args.timeout,
+               what="the ceiling's pods", interval=1)
     watcher.stop()
 
     # Tailor: TrainingJobs, with the operator making the children.

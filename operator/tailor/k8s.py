@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,21 @@ POOL_SIZE = 32
 
 class Conflict(Exception):
     """The object changed since it was read (optimistic concurrency)."""
+
+
+def slim(body: Mapping[str, Any], *, keep_spec: bool = True) -> Obj:
+    """What the controller reads of an object, without the bulk it never reads (managed
+    fields, kubectl's last-applied copy, a Job's pod template): the indexes hold one per
+    object, so this is most of the operator's memory at scale."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k != "kubectl.kubernetes.io/last-applied-configuration"}
+    meta["annotations"] = annotations
+    result: Obj = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": meta,
+              "status": dict(body.get("status") or {})}
+    spec = dict(body.get("spec") or {})
+    result["spec"] = spec if keep_spec else {k: spec[k] for k in ("suspend",) if k in spec}
+    return result
 
 
 def _resource_of(url: str) -> str:

@@ -30,7 +30,7 @@ from tailor.builders.trainingjob import (
 )
 from tailor.conditions import now as utcnow
 from tailor.conditions import upsert
-from tailor.k8s import Conflict, Kube, Obj
+from tailor.k8s import Conflict, Kube, Obj, slim
 from tailor.settings import OperatorSettings
 
 log = logging.getLogger("tailor.trainingjobs")
@@ -140,7 +140,7 @@ class TrainingJobController:
             patched = self.kube.patch_trainingjob_status(body, decision.status)
             if patched is None:
                 return
-            self._latest[key] = patched
+            self._latest[key] = slim(patched)
         if decision.action == "delete" and job is not None:
             self.kube.delete_job(key[0], job["metadata"]["name"], job["metadata"]["uid"])
         for event in decision.events:
@@ -209,7 +209,7 @@ class TrainingJobController:
             patched = self.kube.patch_trainingjob_status(body, {"progress": update},
                                                          precondition=False)
             if patched is not None:
-                self._latest[key] = _newer(self._latest.get(key), patched) or patched
+                self._latest[key] = _newer(self._latest.get(key), slim(patched)) or slim(patched)
 
 
 def run_forever(stop: threading.Event, interval: float, step: Callable[[], None]) -> None:

@@ -20,6 +20,7 @@ from tailor.api.constants import (
     TRAININGJOB_PLURAL,
     VERSION,
 )
+from tailor.k8s import slim
 from tailor.runtime import controller
 
 WORKER_JOBS = {LABEL_COMPONENT: COMPONENT_WORKERS, LABEL_TRAININGJOB: kopf.PRESENT}
@@ -28,13 +29,13 @@ WORKER_JOBS = {LABEL_COMPONENT: COMPONENT_WORKERS, LABEL_TRAININGJOB: kopf.PRESE
 @kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL)
 def trainingjob_index(namespace: str, name: str, body: kopf.Body, **_: Any
                       ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): slim(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=WORKER_JOBS)
 def worker_job_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
                      ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, labels[LABEL_TRAININGJOB]): dict(body)}
+    return {(namespace, labels[LABEL_TRAININGJOB]): slim(body, keep_spec=False)}
 
 
 def _one(index: kopf.Index[tuple[str, str], dict[str, Any]], key: tuple[str, str]
@@ -52,7 +53,7 @@ def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, nam
         return
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
-    controller().reconcile(dict(body), _one(worker_job_index, (namespace, name)))
+    controller().reconcile(slim(body), _one(worker_job_index, (namespace, name)))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=WORKER_JOBS)
@@ -65,5 +66,5 @@ def worker_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labe
     owner_uids = {o.get("uid") for o in body.get("metadata", {}).get("ownerReferences", [])}
     if parent["metadata"]["uid"] not in owner_uids:
         return  # a child of an earlier TrainingJob with the same name
-    job = None if event["type"] == "DELETED" else dict(body)
+    job = None if event["type"] == "DELETED" else slim(body, keep_spec=False)
     controller().reconcile(parent, job)
