@@ -44,8 +44,12 @@ operator: up ## run the operator in the foreground against the local stack (all 
 	@source .tailor/env && $(PY) -m tailor --bind-address 127.0.0.1
 
 .PHONY: demo
-demo: up ## run the demo on the local stack
+demo: up ## the whole story: train, promote, serve, drift, retrain (a few minutes on 2 CPUs)
 	@$(PY) hack/demo.py
+
+.PHONY: demo-smoke
+demo-smoke: up ## a one-minute distributed smoke test through the operator
+	@$(PY) hack/demo.py --smoke
 
 .PHONY: lint
 lint: venv ## ruff and mypy

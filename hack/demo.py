@@ -1,40 +1,34 @@
-"""`make demo`: the story so far, on the local stack.
+"""`make demo`: the whole story on the local stack (see tailor_localstack/story.py).
 
-Starts the operator, applies `examples/trainingjob-custom.yaml` (two torchrun workers that
-rendezvous through the headless Service and all-reduce over gloo) and follows the
-TrainingJob's status until it finishes. The full story (fine-tune on BBC News, promote, drift,
-retrain) grows here as the DriftMonitor lands.
+Train a text classifier through the operator, serve it, shift production data, watch the
+DriftMonitor catch the accuracy drop and retrain, and end with a summary and the URLs.
+`make demo-smoke` runs only the quick distributed smoke test (examples/trainingjob-custom.yaml).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import secrets
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
+from tailor_localstack.story import Size, Story
 from tailor_localstack.testing import OperatorProcess, acquire_stack, eventually
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "tailor-demo"
-EXAMPLE = REPO / "examples" / "trainingjob-custom.yaml"
-TIMEOUT_SECONDS = 600
-
-
-def describe(status: dict[str, Any]) -> str:
-    true = sorted(c["type"] for c in status.get("conditions", []) if c["status"] == "True")
-    workers = status.get("workers", {})
-    return (f"phase={status.get('phase', '-'):<10} workers={workers.get('summary', '-'):<5} "
-            f"restarts={workers.get('restarts', 0)} conditions={','.join(true) or '-'}")
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true",
+                        help="only run examples/trainingjob-custom.yaml")
+    args = parser.parse_args()
     print("== Tailor demo ==")
     stack, _ = acquire_stack()
     kubectl = stack.kubectl
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", timeout=180)
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", timeout=300)
     kubectl("create", "namespace", NAMESPACE)
     eventually(lambda: kubectl("get", "sa", "default", "-n", NAMESPACE,
                                check=False).returncode == 0, timeout=30,
@@ -42,40 +36,39 @@ def main() -> int:
     print("-> starting the operator (log: .tailor/logs/operator-demo.log)")
     operator = OperatorProcess(stack, stack.dir / "logs" / "operator-demo.log",
                                "--namespace", NAMESPACE)
+    story = Story(stack, NAMESPACE, f"tailor-demo-{secrets.token_hex(3)}", Size())
     try:
-        print(f"-> kubectl apply -n {NAMESPACE} -f {EXAMPLE.relative_to(REPO)}")
-        kubectl("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
-        name = "allreduce-smoke"
-        started, last = time.monotonic(), ""
-        while True:
-            result = kubectl("get", "tj", name, "-n", NAMESPACE, "-o", "json")
-            status = json.loads(result.stdout).get("status", {})
-            line = describe(status)
-            if line != last:
-                print(f"   {time.monotonic() - started:5.1f}s  {line}")
-                last = line
-            if status.get("phase") in ("Succeeded", "Failed"):
-                break
-            if time.monotonic() - started > TIMEOUT_SECONDS:
-                print("the TrainingJob did not finish in time", file=sys.stderr)
-                return 1
-            time.sleep(0.5)  # a progress display: refresh twice a second
-        print(kubectl("get", "tj,job,pods,svc", "-n", NAMESPACE).stdout)
-        pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l",
-                                  f"tailor.dev/trainingjob={name}", "-o", "json").stdout)
-        for pod in sorted(p["metadata"]["name"] for p in pods["items"]):
-            lines = kubectl("logs", pod, "-n", NAMESPACE).stdout.strip().splitlines()
-            print(f"   {pod}: {lines[-1] if lines else ''}")
+        if args.smoke:
+            kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "examples" /
+                                                         "trainingjob-custom.yaml"))
+            status = story.follow("allreduce-smoke")
+            return 0 if status["phase"] == "Succeeded" else 1
+        print("-> 1. data to MinIO")
+        story.upload()
+        print("-> 2. training")
+        trained = story.train()
+        if trained.get("phase") != "Succeeded":
+            return 1
+        run_uri = trained["artifacts"]["runUri"]
+        print("-> 3. serving: normal traffic, then a shifted feed")
+        story.serve(run_uri, shift=False, part="day-1")
+        story.serve(run_uri, shift=True, part="day-2")
+        print("-> 4. monitoring")
+        monitored = story.monitor()
+        retrained = story.follow(monitored["lastRetrain"]["name"])
+        story.describe(retrained)
     finally:
         operator.stop()
     state = stack.state
-    print(f"\nTrainingJob {status['phase']}. The stack stays up (`make down` stops it); "
-          f"`source {stack.dir / 'env'}` to use kubectl, `make operator` to run the operator.")
-    print(f"   MinIO      {stack.env['MINIO_CONSOLE_URL']}  (user {state.s3_access_key}; "
-          f"password in .tailor/env)")
-    print(f"   MLflow     {state.mlflow_uri}")
+    print("\n== Summary ==")
+    print(kubectl("get", "tj,dm", "-n", NAMESPACE).stdout)
+    print(f"The stack stays up (`make down` stops it); `source {stack.dir / 'env'}` to use "
+          "kubectl, `make operator` to run the operator.")
+    print(f"   MinIO      {stack.env['MINIO_CONSOLE_URL']}  (bucket {story.bucket}; user "
+          f"{state.s3_access_key}, password in .tailor/env)")
+    print(f"   MLflow     {state.mlflow_uri}  (experiment tailor-demo)")
     print(f"   Prometheus {state.prometheus_url}")
-    return 0 if status["phase"] == "Succeeded" else 1
+    return 0
 
 
 if __name__ == "__main__":

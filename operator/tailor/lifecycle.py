@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tailor.api import constants as c
+from tailor.api import contract
 from tailor.api.contract import EXIT_PERMANENT, TerminationSummary
 from tailor.api.trainingjob import TrainingJobSpec
 from tailor.builders.trainingjob import ANNOTATION_ATTEMPT, INDEX_LABEL
@@ -126,20 +127,22 @@ def _summary_of_success(pods: list[dict[str, Any]]) -> TerminationSummary | None
 def _apply_summary(status: dict[str, Any], summary: TerminationSummary, metric: str,
                    now: str) -> None:
     numbers = summary.metrics
-    metrics = {k: numbers[k] for k in ("validation", "test", "baseline", "production")
-               if k in numbers}
+    fields = {"validation": contract.SUMMARY_VALIDATION, "test": contract.SUMMARY_TEST,
+              "baseline": contract.SUMMARY_BASELINE, "production": contract.SUMMARY_PRODUCTION}
+    metrics: dict[str, Any] = {field: numbers[key] for field, key in fields.items()
+                               if key in numbers}
     if metrics:
         status["metrics"] = {"metric": metric, **metrics}
-        if "testExamples" in numbers:
-            status["metrics"]["testExamples"] = int(numbers["testExamples"])
+        if contract.SUMMARY_TEST_EXAMPLES in numbers:
+            status["metrics"]["testExamples"] = int(numbers[contract.SUMMARY_TEST_EXAMPLES])
     if summary.promoted is not None:
         verdict = "Promoted" if summary.promoted else (
             "AwaitingApproval" if summary.reason == c.REASON_AWAITING_APPROVAL else "Rejected")
         status["promotion"] = {"verdict": verdict, "reason": summary.reason, "time": now}
-        if "improvement" in numbers:
-            status["promotion"]["improvement"] = numbers["improvement"]
-        if "pValue" in numbers:
-            status["promotion"]["pValue"] = numbers["pValue"]
+        if contract.SUMMARY_IMPROVEMENT in numbers:
+            status["promotion"]["improvement"] = numbers[contract.SUMMARY_IMPROVEMENT]
+        if contract.SUMMARY_P_VALUE in numbers:
+            status["promotion"]["pValue"] = numbers[contract.SUMMARY_P_VALUE]
     if summary.artifact_uri:
         status.setdefault("artifacts", {})["runUri"] = summary.artifact_uri
     if summary.mlflow_run_id:

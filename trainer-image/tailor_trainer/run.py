@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from tailor.api import contract
 from tailor.api.contract import EXIT_SUCCESS, TerminationSummary
 from tailor.api.trainingjob import TASK_IMAGE_CLASSIFICATION, TASK_TEXT_CLASSIFICATION
 
@@ -493,11 +494,27 @@ class Run:
         return flat
 
     def _summary(self, metrics: dict[str, Any]) -> TerminationSummary:
+        """The numbers the operator puts in status, under the contract's SUMMARY_* keys."""
         verdict = metrics["verdict"]
+        metric = metrics["metric"]
+        test = metrics["test"]
         short: dict[str, float] = {}
-        for name, result in metrics["test"].items():
-            short[f"{name}_{metrics['metric'].replace('-', '_')}"] = round(
-                float(result[metrics["metric"]]), 4)
+        for key, name in ((contract.SUMMARY_TEST, "candidate"),
+                          (contract.SUMMARY_BASELINE, "generic"),
+                          (contract.SUMMARY_PRODUCTION, "production")):
+            if name in test:
+                short[key] = round(float(test[name][metric]), 4)
+        validation = metrics.get("validation")
+        if isinstance(validation, dict) and metric in validation:
+            short[contract.SUMMARY_VALIDATION] = round(float(validation[metric]), 4)
+        elif isinstance(validation, int | float):
+            short[contract.SUMMARY_VALIDATION] = round(float(validation), 4)
+        comparisons = {c["baseline"]: c for c in metrics["comparisons"]}
+        decisive = comparisons.get("production") or comparisons.get("generic")
+        if decisive is not None:
+            short[contract.SUMMARY_IMPROVEMENT] = round(float(decisive["improvement"]), 4)
+            short[contract.SUMMARY_P_VALUE] = float(decisive["p_value"])
+        short[contract.SUMMARY_TEST_EXAMPLES] = float(metrics["testSet"]["examples"])
         short["steps"] = float(metrics["training"]["steps"])
         return TerminationSummary(
             outcome="Succeeded", reason=verdict["reason"], message=verdict["message"][:1024],

@@ -47,6 +47,15 @@ EXIT_RETRYABLE: Final = 75
 
 TERMINATION_MESSAGE_LIMIT: Final = 4096
 
+# Keys of TerminationSummary.metrics that the operator copies into the TrainingJob's status.
+SUMMARY_VALIDATION: Final = "validation"  # the candidate's metric on the validation split
+SUMMARY_TEST: Final = "test"  # the candidate's metric on the locked test set
+SUMMARY_BASELINE: Final = "baseline"  # the generic baseline's, on the same test set
+SUMMARY_PRODUCTION: Final = "production"  # the current production model's, if there is one
+SUMMARY_IMPROVEMENT: Final = "improvement"  # over the model the verdict was decided against
+SUMMARY_P_VALUE: Final = "pValue"  # of that comparison's paired significance test
+SUMMARY_TEST_EXAMPLES: Final = "testExamples"
+
 # Prometheus metric names served by rank 0 (gauges unless noted).
 METRIC_STEP: Final = "tailor_trainer_step"
 METRIC_TOTAL_STEPS: Final = "tailor_trainer_total_steps"

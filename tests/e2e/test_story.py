@@ -1,0 +1,87 @@
+"""The `make demo` story, smaller: train through the operator, serve, shift, detect, retrain.
+
+The slowest test: two fine-tuning runs of MiniLM on CPU in worker pods.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tailor_localstack.story import JOB, MODEL, Size, Story
+from tailor_localstack.testing import OperatorProcess, StackHandle
+
+SMALL = Size(per_class=12, epochs=1, max_length=64, served_per_class=8, timeout=900)
+
+
+@pytest.fixture
+def story(stack: StackHandle, namespace: str, operator: OperatorProcess) -> Iterator[Story]:
+    told = Story(stack, namespace, f"e2e-{secrets.token_hex(4)}", SMALL, say=print)
+    yield told
+    for page in told.s3.get_paginator("list_objects_v2").paginate(Bucket=told.bucket):
+        for obj in page.get("Contents", []):
+            told.s3.delete_object(Bucket=told.bucket, Key=obj["Key"])
+    told.s3.delete_bucket(Bucket=told.bucket)
+
+
+def production_pointer(story: Story) -> dict[str, Any] | None:
+    try:
+        body = story.s3.get_object(Bucket=story.bucket,
+                                   Key=f"models/{MODEL}/production.json")["Body"].read()
+    except story.s3.exceptions.NoSuchKey:
+        return None
+    pointer: dict[str, Any] = json.loads(body)
+    return pointer
+
+
+def assert_promotion_is_earned(status: dict[str, Any], pointer: dict[str, Any] | None,
+                               previous: dict[str, Any] | None) -> None:
+    """Promoted only with a better test metric than every model it was compared with, and the
+    production pointer moves exactly when a run is promoted."""
+    verdict = status["promotion"]["verdict"]
+    metrics = status["metrics"]
+    if verdict == "Promoted":
+        for other in ("baseline", "production"):
+            if metrics.get(other) is not None:
+                assert metrics["test"] > metrics[other], (other, metrics)
+        assert pointer is not None and pointer["runId"] == status["runId"]
+    else:
+        assert pointer == previous
+
+
+def test_train_serve_drift_and_retrain(story: Story) -> None:
+    story.upload()
+    trained = story.train()
+    assert trained["phase"] == "Succeeded", trained.get("failure")
+    assert trained["workers"]["restarts"] == 0
+    for key in ("test", "baseline"):
+        assert 0 <= trained["metrics"][key] <= 1
+    first_pointer = production_pointer(story)
+    assert_promotion_is_earned(trained, first_pointer, None)
+
+    run_uri = trained["artifacts"]["runUri"]
+    story.serve(run_uri, shift=False, part="day-1")
+    story.serve(run_uri, shift=True, part="day-2")
+    monitored = story.monitor()
+    conditions = {c["type"]: c for c in monitored["conditions"]}
+    assert conditions["AccuracyBelowThreshold"]["status"] == "True"
+    # Articles cut to a quarter of their words: the text-length features drift.
+    assert conditions["DriftDetected"]["status"] == "True"
+    assert any(f["drifted"] and f["name"].startswith("text:") for f in monitored["features"])
+    assert monitored["retrainCount"] == 1
+
+    retrain_name = monitored["lastRetrain"]["name"]
+    retrained = story.follow(retrain_name)
+    assert retrained["phase"] == "Succeeded", retrained.get("failure")
+    assert retrained["triggeredBy"]["driftMonitor"] == "news-monitor"
+    assert retrained["triggeredBy"]["reason"] == "AccuracyBelowThreshold"
+    assert_promotion_is_earned(retrained, production_pointer(story), first_pointer)
+    source = json.loads(story.stack.kubectl("get", "tj", JOB, "-n", story.ns, "-o",
+                                            "json").stdout)
+    clone = json.loads(story.stack.kubectl("get", "tj", retrain_name, "-n", story.ns, "-o",
+                                           "json").stdout)
+    assert clone["spec"]["data"] == source["spec"]["data"]
+    assert clone["spec"]["model"]["name"] == MODEL
