@@ -41,6 +41,7 @@ class Size:
     epochs: int = 2
     max_length: int = 128
     served_per_class: int = 16
+    threshold: float = 0.8  # the monitor's accuracy threshold
     timeout: float = 1200
 
 
@@ -229,11 +230,12 @@ class Story:
                 "storage": {"endpoint": self.stack.state.s3_endpoint,
                             "credentialsSecret": {"name": "s3"}},
                 "interval": "10s",
-                "checks": {"accuracy": {"threshold": 0.8}},
+                "checks": {"accuracy": {"threshold": self.size.threshold}},
                 "retrain": {"triggers": ["AccuracyBelowThreshold"], "cooldown": "1h"},
             }}
         self.stack.kubectl("apply", "-n", self.ns, "-f", "-", input=json.dumps(monitor))
-        self.say(f"-> applied DriftMonitor {MONITOR}: accuracy threshold 0.8, checks every 10s")
+        self.say(f"-> applied DriftMonitor {MONITOR}: accuracy threshold {self.size.threshold}, "
+                 "checks every 10s")
 
         def alarmed() -> dict[str, Any] | None:
             status = self.status("dm", MONITOR)
