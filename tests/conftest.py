@@ -1,8 +1,7 @@
 """Fixtures shared by every test layer.
 
 `crds` installs the CustomResourceDefinitions once per session; `operator` runs the operator
-(`python -m tailor`) for the session, skipping namespaces of tests named `test_solo_*`, which
-run a private one.
+(`python -m tailor`) for the session, serving only the namespaces of the tests that use it.
 
 `stack` reuses a running local stack (`make up`) or starts one for the session and stops it at
 the end (set TAILOR_KEEP_STACK=1 to keep it). `namespace` gives each test its own namespace.
@@ -46,7 +45,9 @@ def stack() -> Iterator[StackHandle]:
 @pytest.fixture
 def namespace(stack: StackHandle, request: pytest.FixtureRequest) -> Iterator[str]:
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{slug}-{secrets.token_hex(2)}"
+    # Only tests that ask for the session's operator get a namespace it serves.
+    prefix = "t-op-" if "operator" in request.fixturenames else "t-"
+    name = f"{prefix}{slug}-{secrets.token_hex(2)}"
     stack.kubectl("create", "namespace", name)
     # Pods are refused until the ServiceAccount controller has made the default account.
     eventually(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", name,
@@ -91,13 +92,14 @@ def crds(stack: StackHandle) -> None:
     )
 
 
-SOLO_NAMESPACES = "t-test-solo-*"
-"""Tests whose names start with `test_solo_` run a private operator in their namespace."""
+OPERATOR_NAMESPACES = "t-op-*"  # the `namespace` fixture's prefix for them
+"""The session's operator serves only the namespaces of tests that use it; the others (the API
+tests, the tests that run a private operator) are left alone."""
 
 
 @pytest.fixture(scope="session")
 def operator(stack: StackHandle, crds: None) -> Iterator[OperatorProcess]:
     process = OperatorProcess(stack, stack.dir / "logs" / "operator-tests.log",
-                              "--exclude-namespace", SOLO_NAMESPACES)
+                              "--namespace", OPERATOR_NAMESPACES)
     yield process
     process.stop()

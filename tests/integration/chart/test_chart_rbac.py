@@ -14,17 +14,21 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
+import numpy as np
 import pytest
 import requests
 import yaml
 from conftest import REPO
 from prometheus_client.parser import text_string_to_metric_families
 from tailor.api import contract
+from tailor.drift.profile import build_reference_profile
 from tailor_localstack.testing import StackHandle, eventually
 
 CHART = REPO / "helm" / "tailor"
@@ -209,18 +213,51 @@ def test_solo_operator_runs_a_trainingjob_and_a_driftmonitor_with_only_the_chart
         eventually(lambda: not get(stack, namespace, "tj", "rbac"), timeout=60,
                    what="the finished TrainingJob to be deleted after its TTL")
 
-        # A DriftMonitor of a TrainingJob that does not exist: read, and its status written.
+        # A DriftMonitor with data: its credentials Secret read by name, the check run on logs
+        # in MinIO, its status written, and a retraining TrainingJob created.
+        bucket = f"rbac-{secrets.token_hex(4)}"
+        s3 = boto3.client("s3", endpoint_url=stack.state.s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id=stack.state.s3_access_key,
+                          aws_secret_access_key=stack.state.s3_secret_key)
+        s3.create_bucket(Bucket=bucket)
+        rng = np.random.default_rng(3)
+        profile = build_reference_profile({"x": rng.normal(0, 1, 2000)},
+                                          rng.choice(["a", "b"], 2000), classes=["a", "b"])
+        s3.put_object(Bucket=bucket, Key="profile.json", Body=json.dumps(profile.to_json()))
+        now = time.time()
+        predicted = rng.choice(["a", "b"], 300)
+        logs = "".join(json.dumps({"id": str(i), "timestamp": now - 60, "x": float(rng.normal(3, 1)),
+                                   "prediction": str(p)}) + "\n" for i, p in enumerate(predicted))
+        labels = "".join(json.dumps({"id": str(i), "timestamp": now - 30,
+                                     "label": str(p) if i % 2 else "b" if p == "a" else "a"})
+                         + "\n" for i, p in enumerate(predicted))
+        s3.put_object(Bucket=bucket, Key="logs/p.jsonl", Body=logs.encode())
+        s3.put_object(Bucket=bucket, Key="labels/l.jsonl", Body=labels.encode())
+        stack.kubectl("create", "secret", "generic", "s3", "-n", namespace,
+                      f"--from-literal=AWS_ACCESS_KEY_ID={stack.state.s3_access_key}",
+                      f"--from-literal=AWS_SECRET_ACCESS_KEY={stack.state.s3_secret_key}")
         stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
             "apiVersion": "tailor.dev/v1alpha1", "kind": "DriftMonitor",
             "metadata": {"name": "rbac"},
-            "spec": {"model": {"trainingJob": "missing"}, "interval": "30s",
-                     "production": {"predictionsUri": "s3://tailor/p/",
-                                    "groundTruthUri": "s3://tailor/l/"}}}))
+            "spec": {"model": {"profileUri": f"s3://{bucket}/profile.json"}, "interval": "10s",
+                     "production": {"predictionsUri": f"s3://{bucket}/logs/",
+                                    "groundTruthUri": f"s3://{bucket}/labels/",
+                                    "minSamples": 100, "minLabeled": 100},
+                     "storage": {"endpoint": stack.state.s3_endpoint,
+                                 "credentialsSecret": {"name": "s3"}},
+                     "checks": {"accuracy": {"threshold": 0.8}},
+                     "retrain": {"triggers": ["AccuracyBelowThreshold"], "template": {"spec": {
+                         "task": "custom", "workers": 1, "procsPerWorker": 1,
+                         "command": ["python", "-c", "print(1)"],
+                         "runPolicy": {"suspend": True}}}}}}))
         monitor = eventually(
-            lambda: (m := get(stack, namespace, "dm", "rbac")).get("status", {})
-            .get("observedGeneration") == 1 and m, timeout=60,
-            what="the DriftMonitor's status to be written (as the chart's SA)")
-        assert condition(monitor, "Ready") or condition(monitor, "Stalled")
+            lambda: condition(m := get(stack, namespace, "dm", "rbac"),
+                              "AccuracyBelowThreshold").get("status") == "True" and m,
+            timeout=90, what="the DriftMonitor's check (as the chart's SA)")
+        assert condition(monitor, "DriftDetected")["status"] == "True"
+        retrain = monitor["status"]["lastRetrain"]["name"]
+        assert get(stack, namespace, "tj", retrain)["metadata"]["labels"][
+            "tailor.dev/driftmonitor"] == "rbac"
 
         families = {f.name: f.type for f in text_string_to_metric_families(
             requests.get(operator.metrics_url, timeout=5).text)}
