@@ -110,6 +110,11 @@ def setup_filesystem(spec: dict[str, Any]) -> None:
         bind(src(spec[source]), target)
     for m in spec["mounts"]:
         bind(src(m["source"]), m["target"], readonly=m["readonly"])
+    # A volume mounted on /tmp (or above a kept path) hides the clone again: show it again.
+    targets = [m["target"].rstrip("/") for m in spec["mounts"]]
+    for path in keep:
+        if any(path == t or path.startswith(t + "/") for t in targets):
+            bind(src(path), path)
     src.close()
 
 

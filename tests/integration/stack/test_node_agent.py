@@ -244,3 +244,27 @@ def _entries_under_tmp_kept_visible(stack: StackHandle) -> int:
     if str(repo).startswith("/tmp/"):
         keep.add(repo.relative_to("/tmp").parts[0])
     return len(keep)
+
+
+def test_a_volume_over_tmp_still_shows_the_project_and_its_virtualenv(
+        stack: StackHandle, namespace: str) -> None:
+    """Worker pods mount an emptyDir on /tmp; the project must stay importable even when the
+    clone itself lives under /tmp (as CI's does)."""
+    apply(stack, namespace, """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: covered}
+        spec:
+          restartPolicy: Never
+          volumes: [{name: tmp, emptyDir: {}}]
+          containers:
+          - name: main
+            image: unused
+            volumeMounts: [{name: tmp, mountPath: /tmp}]
+            command: [python, -c, 'import tailor_localstack, tailor.api; open("/tmp/x", "w"); print("ok")']
+        """)
+    eventually(lambda: phase(stack, namespace, "covered") in ("Succeeded", "Failed"),
+               timeout=30, what="the pod to finish")
+    logs = stack.kubectl("logs", "covered", "-n", namespace).stdout
+    assert phase(stack, namespace, "covered") == "Succeeded", logs
+    assert logs.strip() == "ok"
