@@ -82,7 +82,7 @@ def diagnose(pods: list[dict[str, Any]]) -> Failure:
         if status.get("reason") == "Evicted" or is_true(status.get("conditions"),
                                                          "DisruptionTarget"):
             message = status.get("message") or "the worker pod was evicted"
-            candidates.append(("0", Failure(c.REASON_EVICTED, message, None, index)))
+            candidates.append(("", Failure(c.REASON_EVICTED, message, None, index)))
             continue
         for container in status.get("containerStatuses", []) or []:
             terminated = container.get("state", {}).get("terminated")
@@ -101,10 +101,12 @@ def diagnose(pods: list[dict[str, Any]]) -> Failure:
                 reason = c.REASON_WORKER_FAILED
             message = summary.message if summary and summary.message else text.strip()
             message = message or f"worker {index} exited with code {code}"
-            # Killed by SIGTERM/SIGKILL usually means the group was torn down after another
-            # worker failed: prefer a worker that failed on its own.
-            rank = "2" if code in (137, 143) else "1"
-            candidates.append((rank, Failure(reason, message[-1024:], code, index, permanent)))
+            # The first worker to fail is the cause; the others fail after it (a collective
+            # that lost a peer, the group torn down). At the same second, a SIGKILL (an OOM or
+            # a kill) outranks an error, and SIGTERM (the teardown) comes last.
+            severity = 0 if code == 137 else 2 if code == 143 else 1
+            order = f"{terminated.get('finishedAt', '')}:{severity}"
+            candidates.append((order, Failure(reason, message[-1024:], code, index, permanent)))
     if not candidates:
         return Failure(c.REASON_WORKER_FAILED, "a worker pod failed without an exit status")
     permanents = [f for _, f in candidates if f.permanent]

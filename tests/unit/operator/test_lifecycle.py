@@ -24,10 +24,12 @@ def job(attempt: int = 0, **status: Any) -> dict[str, Any]:
             "spec": {}, "status": status}
 
 
-def failed_pod(index: int, code: int, reason: str = "Error", message: str = "") -> dict[str, Any]:
+def failed_pod(index: int, code: int, reason: str = "Error", message: str = "",
+               finished: str = "2026-01-01T00:00:30Z") -> dict[str, Any]:
     return {"metadata": {"labels": {"batch.kubernetes.io/job-completion-index": str(index)}},
             "status": {"containerStatuses": [{"state": {"terminated": {
-                "exitCode": code, "reason": reason, "message": message}}}]}}
+                "exitCode": code, "reason": reason, "message": message,
+                "finishedAt": finished}}}]}}
 
 
 def cond(status: dict[str, Any], kind: str) -> tuple[str, str]:
@@ -120,11 +122,18 @@ def test_the_permanent_exit_code_fails_at_once() -> None:
     assert decision.status["failure"]["message"] == "label column 'label' missing"
 
 
-def test_diagnose_prefers_the_worker_that_failed_on_its_own() -> None:
+def test_diagnose_names_the_first_worker_to_fail() -> None:
     evicted = {"metadata": {"labels": {}}, "status": {"reason": "Evicted",
                                                       "message": "node memory pressure"}}
     assert diagnose([failed_pod(0, 143), evicted]).reason == "Evicted"
-    assert diagnose([failed_pod(0, 137), failed_pod(1, 2)]).worker == 1
+    early, late = "2026-01-01T00:00:10Z", "2026-01-01T00:00:12Z"
+    # A worker killed first; its peer's collective fails after it.
+    assert diagnose([failed_pod(0, 1, finished=late), failed_pod(1, 137, finished=early)]
+                    ).worker == 1
+    # A worker crashes; the group is torn down (SIGTERM) in the same second.
+    assert diagnose([failed_pod(0, 143), failed_pod(1, 2)]).worker == 1
+    # At the same second, a kill outranks a peer's error.
+    assert diagnose([failed_pod(0, 1), failed_pod(1, 137)]).worker == 1
 
 
 def test_suspend_deletes_the_workers_and_resume_creates_them() -> None:
