@@ -28,7 +28,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 RENDEZVOUS_TIMEOUT_SECONDS = 600
 DEFAULT_SHM = "1Gi"
-TRAINER_UID = 1000
+TRAINER_UID = 10001  # the trainer image's user (trainer-image/Dockerfile)
 _UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6,
           "G": 10**9, "T": 10**12}
 
