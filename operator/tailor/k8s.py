@@ -141,32 +141,11 @@ class Kube:
 
     # --------------------------------------------------------------- TrainingJobs
     def get_trainingjob(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return self._json(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, TRAININGJOB_PLURAL, name, _preload_content=False))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return self._get(TRAININGJOB_PLURAL, namespace, name)
 
     def patch_trainingjob_status(self, body: Obj, status: Obj, *, precondition: bool = True
                                  ) -> Obj | None:
-        """Merge-patch the status; with `precondition`, only if the object is unchanged since
-        `body` was read (raises Conflict otherwise). None if the object is gone."""
-        meta = body["metadata"]
-        patch: Obj = {"status": status}
-        if precondition:
-            patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
-        try:
-            return self._json(self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], TRAININGJOB_PLURAL, meta["name"], patch,
-                _preload_content=False))
-        except ApiException as error:
-            if error.status == 409:
-                raise Conflict(meta["name"]) from error
-            if error.status == 404:
-                return None
-            raise
+        return self._patch_status(TRAININGJOB_PLURAL, body, status, precondition)
 
     def delete_trainingjob(self, namespace: str, name: str, uid: str) -> None:
         try:
@@ -197,14 +176,19 @@ class Kube:
     # --------------------------------------------------------------- DriftMonitors
     def patch_driftmonitor_status(self, body: Obj, status: Obj, *, precondition: bool = True
                                   ) -> Obj | None:
-        """Like patch_trainingjob_status, for a DriftMonitor."""
+        return self._patch_status(DRIFTMONITOR_PLURAL, body, status, precondition)
+
+    def _patch_status(self, plural: str, body: Obj, status: Obj, precondition: bool
+                      ) -> Obj | None:
+        """Merge-patch a Tailor object's status; with `precondition`, only if the object is
+        unchanged since `body` was read (raises Conflict otherwise). None if it is gone."""
         meta = body["metadata"]
         patch: Obj = {"status": status}
         if precondition:
             patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
         try:
             return self._json(self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], DRIFTMONITOR_PLURAL, meta["name"], patch,
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
                 _preload_content=False))
         except ApiException as error:
             if error.status == 409:
@@ -214,9 +198,12 @@ class Kube:
             raise
 
     def get_driftmonitor(self, namespace: str, name: str) -> Obj | None:
+        return self._get(DRIFTMONITOR_PLURAL, namespace, name)
+
+    def _get(self, plural: str, namespace: str, name: str) -> Obj | None:
         try:
             return self._json(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, DRIFTMONITOR_PLURAL, name, _preload_content=False))
+                GROUP, VERSION, namespace, plural, name, _preload_content=False))
         except ApiException as error:
             if error.status == 404:
                 return None
