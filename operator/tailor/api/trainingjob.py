@@ -41,6 +41,7 @@ QUANTITY_PATTERN = (
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]*$"
 
+DataUri = Annotated[str, Field(min_length=1, max_length=2048, pattern=DATA_URI_PATTERN)]
 Quantity = int | Annotated[str, Field(pattern=QUANTITY_PATTERN)]
 ResourceList = Annotated[dict[str, Quantity], Field(max_length=16)]
 
@@ -150,7 +151,9 @@ class Quality(ApiModel):
 class Data(ApiModel):
     """The labelled data."""
 
-    uri: Annotated[str, Field(min_length=1, max_length=2048, pattern=DATA_URI_PATTERN)]
+    uri: DataUri
+    additional_uris: Annotated[list[DataUri], Field(max_length=16), Unique] | None = None
+    """Read after ``uri``, same format and columns; never part of the test set."""
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     columns: Columns = Field(default_factory=Columns)
     labels: (
@@ -163,6 +166,16 @@ class Data(ApiModel):
     ) = None
     split: Split = Field(default_factory=Split)
     quality: Quality = Field(default_factory=Quality)
+
+    @model_validator(mode="after")
+    def _additional_is_additional(self) -> Data:
+        if self.additional_uris is not None and self.uri in self.additional_uris:
+            raise ValueError("data.additionalUris must not repeat data.uri")
+        return self
+
+    def uris(self) -> list[str]:
+        """``uri``, then ``additionalUris``, in the order the trainer reads them."""
+        return [self.uri, *(self.additional_uris or [])]
 
 
 class Hyperparameters(ApiModel):
