@@ -31,7 +31,13 @@ from tailor.api.trainingjob import TASK_IMAGE_CLASSIFICATION, TASK_TEXT_CLASSIFI
 from tailor_trainer import artifacts, evaluate
 from tailor_trainer.checkpoint import Checkpointer
 from tailor_trainer.config import ENV_WORK_DIR, RunConfig, join_uri, load_config
-from tailor_trainer.data.load import ColumnMap, iter_batches, resolve_files
+from tailor_trainer.data.load import (
+    ColumnMap,
+    KnownIds,
+    iter_batches,
+    resolve_all,
+    resolve_files,
+)
 from tailor_trainer.data.quality import QualityGate, QualityReport, is_empty
 from tailor_trainer.data.split import (
     LockedTestSet,
@@ -199,7 +205,9 @@ class Run:
             for key, value in (spec.get(section) or {}).items():
                 out[f"{section}.{key}"] = value
         out.update({"task": self.spec.task, "model.base": self.spec.model.base if self.spec.model
-                    else "", "data.uri": self.data.uri, "workers": self.spec.workers,
+                    else "", "data.uri": self.data.uri,
+                    "data.additionalUris": ",".join(self.data.additional_uris or [])[:500],
+                    "workers": self.spec.workers,
                     "world_size": self.world.size, "split.validation": self.data.split.validation,
                     "split.test": self.data.split.test, "split.seed": self.data.split.seed,
                     "split.testSetVersion": self.data.split.test_set_version})
@@ -207,16 +215,26 @@ class Run:
 
     def _read_data(self) -> LocalData:
         world, cols = self.world, self.columns
-        files = resolve_files(self.store, self.data)
+        files = resolve_all(self.store, self.data)
         # Each rank assigns every row itself (the hash needs no coordination); rank 0 alone
         # checks quality and keeps the test rows.
         splitter = Splitter(self.data.split, self.locked)
         gate = QualityGate(self.data.quality, cols, self.data.labels) if world.is_main else None
         local = LocalData(counts={"train": 0, "validation": 0, "test": 0, "held-out": 0})
         seen = {"train": 0, "validation": 0}
-        for _file, batch in iter_batches(self.store, files, cols, self.work_dir):
+        # data.additionalUris: rows whose id already names an example are left out (load.py).
+        known = KnownIds() if self.data.additional_uris else None
+        additional_rows = left_out = 0
+        for file, batch in iter_batches(self.store, files, cols, self.work_dir):
+            if known is not None:
+                if file.additional:
+                    batch, dropped = known.new_rows(batch, cols.id)
+                    left_out += dropped
+                    additional_rows += len(batch[cols.id])
+                else:
+                    known.add(batch, cols.id)
             if gate is not None:
-                gate.add(batch)
+                gate.add(batch, annotated=not file.additional)
             ids, texts, labels = batch[cols.id], batch[cols.input], batch[cols.label]
             groups = batch[cols.group] if cols.group else [None] * len(ids)
             for example_id, text, label, group in zip(ids, texts, labels, groups, strict=True):
@@ -225,7 +243,8 @@ class Run:
                 assert example_id is not None and text is not None and label is not None
                 label = label.strip()
                 local.labels_seen.add(label)
-                part = splitter.assign(example_id, None if is_empty(group) else group)
+                part = splitter.assign(example_id, None if is_empty(group) else group,
+                                       additional=file.additional)
                 local.counts[part] += 1
                 if part == "test":
                     if world.is_main:
@@ -243,6 +262,9 @@ class Run:
         if gate is not None:
             report = gate.report()
             report.split = {k: v for k, v in local.counts.items() if v or k != "held-out"}
+            if known is not None:
+                report.additional = {"uris": list(self.data.additional_uris or []),
+                                     "rows": additional_rows, "leftOut": left_out}
             self.quality = report
         return local
 

@@ -9,7 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tailor.api.trainingjob import Data
-from tailor_trainer.data.load import ColumnMap, iter_batches, resolve_files
+from tailor_trainer.data.load import (
+    Batch,
+    ColumnMap,
+    KnownIds,
+    iter_batches,
+    resolve_all,
+    resolve_files,
+)
 from tailor_trainer.errors import PermanentError
 from tailor_trainer.storage import Store
 
@@ -73,3 +80,52 @@ def test_malformed_jsonl(tmp_path: Path) -> None:
 def test_nothing_at_the_uri(tmp_path: Path) -> None:
     with pytest.raises(PermanentError, match="no CSV, JSONL or Parquet data found"):
         read(str(tmp_path / "nothing.csv"), tmp_path)
+
+
+def test_additional_uris_are_read_after_data_uri_and_may_lack_optional_columns(
+        tmp_path: Path) -> None:
+    main = [{"id": "b", "text": "main b", "label": "x", "g": "1", "a1": "x", "a2": "x"},
+            {"id": "a", "text": "main a", "label": "y", "g": "2", "a1": "y", "a2": "x"}]
+    (tmp_path / "main").mkdir()
+    pq.write_table(pa.Table.from_pylist(main), tmp_path / "main" / "z.parquet")
+    # Production data: id, input and label only (no group, no annotators), read after data.uri
+    # even though its path sorts first.
+    pq.write_table(pa.Table.from_pylist([{"id": "p1", "text": "prod", "label": "x"}]),
+                   tmp_path / "a-production.parquet")
+    data = Data.model_validate({
+        "uri": str(tmp_path / "main"), "additionalUris": [str(tmp_path / "a-production.parquet")],
+        "columns": {"text": "text", "group": "g", "annotators": ["a1", "a2"]}})
+    store = Store()
+    files = resolve_all(store, data)
+    assert [(f.source, f.additional) for f in files] == [(0, False), (1, True)]
+    batches = list(iter_batches(store, files, ColumnMap.from_spec(data), tmp_path / "work"))
+    assert [b["id"] for _, b in batches] == [["b", "a"], ["p1"]]
+    assert batches[1][1] == {"id": ["p1"], "text": ["prod"], "label": ["x"], "g": [None],
+                             "a1": [None], "a2": [None]}
+
+
+def test_additional_uris_must_have_id_input_and_label(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv")
+    (tmp_path / "extra.csv").write_text("id,text\n9,no label\n")
+    data = Data.model_validate({"uri": str(tmp_path / "d.csv"),
+                                "additionalUris": [str(tmp_path / "extra.csv")],
+                                "columns": {"text": "text"}})
+    store = Store()
+    with pytest.raises(PermanentError, match=r"extra\.csv: missing column 'label'"):
+        list(iter_batches(store, resolve_all(store, data), ColumnMap.from_spec(data), tmp_path))
+    missing = Data.model_validate({"uri": str(tmp_path / "d.csv"),
+                                   "additionalUris": [str(tmp_path / "none")],
+                                   "columns": {"text": "text"}})
+    with pytest.raises(PermanentError, match=r"data.additionalUris\[0\]"):
+        resolve_all(store, missing)
+
+
+def test_known_ids_leave_out_rows_that_repeat_an_id() -> None:
+    known = KnownIds()
+    known.add({"id": ["1", "2", None]}, "id")
+    batch: Batch = {"id": ["2", "3", "3", "", "4"], "text": ["a", "b", "c", "d", "e"]}
+    kept, left_out = known.new_rows(batch, "id")
+    # "2" is data.uri's, the second "3" repeats the first; a row without an id stays for the
+    # quality gate to report.
+    assert kept == {"id": ["3", "", "4"], "text": ["b", "d", "e"]} and left_out == 2
+    assert known.new_rows({"id": ["4", "5"]}, "id") == ({"id": ["5"]}, 1)

@@ -171,3 +171,22 @@ def test_missing_ratings_switch_to_krippendorff() -> None:
     assert report.agreement is not None
     assert report.agreement["method"] == "krippendorff_alpha"
     assert report.agreement["missing_ratings"] == 1
+
+
+def test_additional_rows_count_in_the_union_but_not_in_agreement() -> None:
+    cols = ColumnMap(id="id", input="text", label="label", group=None, annotators=("r1", "r2"))
+    gate = QualityGate(Quality(min_examples=1), cols, None)
+    rated = [{"id": f"m{i}", "text": f"main {i}", "label": "ab"[i % 2], "r1": "ab"[i % 2],
+              "r2": "ab"[i % 2]} for i in range(20)]
+    gate.add({name: [r.get(name) for r in rated] for name in cols.names()})
+    production: dict[str, list[str | None]] = {
+        "id": ["p1", "m3"], "text": ["prod 1", "prod 2"], "label": ["a", "b"],
+        "r1": [None, None], "r2": [None, None]}
+    gate.add(production, annotated=False)
+    report = gate.report()
+    assert report.examples == 22
+    # Production rows have no annotators: agreement stays Cohen's kappa on the 20 rated rows.
+    assert report.agreement is not None and report.agreement["method"] == "cohen_kappa"
+    assert report.agreement["units"] == 20
+    # An id repeated across the union is still the gate's concern (run.py leaves such rows out).
+    assert [f.check for f in report.failures] == ["ids"]

@@ -112,3 +112,26 @@ def test_verify_names_missing_and_changed_examples() -> None:
     with pytest.raises(PermanentError, match=r"1 missing and 1 changed") as info:
         verify_test_set(locked, {"a": content_digest("a", "x", "other label")}, "m")
     assert "testSetVersion" in info.value.message
+
+
+def test_additional_rows_never_enter_the_test_set_locked_or_not() -> None:
+    ids = [f"prod-{i}" for i in range(2000)]
+    for locked in (None, locked_from(assign_all(Splitter(SPLIT, None),
+                                                [f"ex-{i}" for i in range(500)]))):
+        splitter = Splitter(SPLIT, locked)
+        parts = {i: splitter.assign(i, None, additional=True) for i in ids}
+        assert set(parts.values()) == {"train", "validation"}
+        # The same hash as data.uri's rows: validation keeps its share of the non-test rows.
+        share = sum(p == "validation" for p in parts.values()) / len(ids)
+        assert abs(share - SPLIT.validation / (1 - SPLIT.test)) < 0.03
+
+
+def test_an_additional_copy_of_a_test_example_or_group_is_held_out() -> None:
+    ids = [f"ex-{i}" for i in range(1000)]
+    groups = {i: f"g-{n // 4}" for n, i in enumerate(ids)}
+    locked = locked_from(assign_all(Splitter(SPLIT, None), ids, groups), groups)
+    splitter = Splitter(SPLIT, locked)
+    test_id = next(iter(locked.ids))
+    assert splitter.assign(test_id, None) == "test"
+    assert splitter.assign(test_id, None, additional=True) == "held-out"
+    assert splitter.assign("prod-1", next(iter(locked.groups)), additional=True) == "held-out"

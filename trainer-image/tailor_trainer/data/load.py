@@ -3,6 +3,13 @@
 Files are spooled to local disk (S3 objects are downloaded as streams, never held in memory)
 and then read in record batches with pyarrow, projecting only the columns the spec names. So a
 rank holds one batch at a time, plus whatever it decides to keep (its own shard).
+
+data.additionalUris are read after data.uri, with the same format and columns, except that
+their group and annotator columns may be missing (e.g. labelled production examples, which a
+DriftMonitor writes with the id, the model's input and the label). An id names one example: a
+row of an additional URI whose id already occurred (in data.uri or an earlier additional URI)
+is left out (``KnownIds``), so the curated row wins and a test example can never come back
+into training under its own id.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ Batch = dict[str, list[str | None]]
 class DataFile:
     uri: str
     format: Format
+    source: int = 0
+    """0 for data.uri, i for data.additionalUris[i - 1]."""
+
+    @property
+    def additional(self) -> bool:
+        return self.source > 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,10 @@ class ColumnMap:
                                  "required by the built-in recipes")
         return cls(id=cols.id, input=input_col, label=cols.label, group=cols.group,
                    annotators=tuple(cols.annotators or ()))
+
+    def required(self) -> list[str]:
+        """The columns every file of data.additionalUris must have."""
+        return list(dict.fromkeys([self.id, self.input, self.label]))
 
     def names(self) -> list[str]:
         out = [self.id, self.input, self.label]
@@ -87,7 +104,18 @@ def _format_of(name: str, declared: str) -> Format | None:
 
 def resolve_files(store: Store, data: Data) -> list[DataFile]:
     """The data files at data.uri: the object itself, or every data file under the prefix."""
-    uri = data.uri
+    return _resolve(store, data.uri, data.format, 0, "data.uri")
+
+
+def resolve_all(store: Store, data: Data) -> list[DataFile]:
+    """The files of data.uri, then those of each of data.additionalUris."""
+    files = resolve_files(store, data)
+    for i, uri in enumerate(data.additional_uris or [], start=1):
+        files += _resolve(store, uri, data.format, i, f"data.additionalUris[{i - 1}]")
+    return files
+
+
+def _resolve(store: Store, uri: str, declared: str, source: int, field: str) -> list[DataFile]:
     objects = list(store.list(uri))
     exact = [o for o in objects if o.uri == uri]
     if not exact:
@@ -98,13 +126,13 @@ def resolve_files(store: Store, data: Data) -> list[DataFile]:
         name = obj.uri.rsplit("/", 1)[-1]
         if name.startswith((".", "_")):
             continue
-        fmt = _format_of(name, data.format)
+        fmt = _format_of(name, declared)
         if fmt is not None:
-            files.append(DataFile(obj.uri, fmt))
+            files.append(DataFile(obj.uri, fmt, source))
     if not files:
         where = "object or prefix" if is_s3(uri) else "file or directory"
         raise PermanentError(REASON_DATA_UNREADABLE,
-                             f"no CSV, JSONL or Parquet data found at data.uri {uri} (no such "
+                             f"no CSV, JSONL or Parquet data found at {field} {uri} (no such "
                              f"{where}, or no file with a .csv, .jsonl or .parquet extension)")
     return files
 
@@ -119,19 +147,26 @@ def local_copy(store: Store, file: DataFile, work_dir: Path) -> Path:
     return path
 
 
-def _check_columns(file: DataFile, present: list[str], columns: ColumnMap) -> None:
-    missing = [c for c in columns.names() if c not in present]
+def _check_columns(file: DataFile, present: list[str], columns: ColumnMap) -> list[str]:
+    """The columns to read from this file (all of them must be there, except the optional
+    ones of an additional file)."""
+    needed = columns.required() if file.additional else columns.names()
+    missing = [c for c in needed if c not in present]
     if missing:
         what = ", ".join(f"{c!r} ({columns.field_of(c)})" for c in missing)
         raise PermanentError(REASON_DATA_UNREADABLE,
                              f"{file.uri}: missing column {what}; the file has "
                              f"{', '.join(repr(p) for p in present) or 'no columns'}")
+    return [c for c in columns.names() if c in present]
 
 
 def _to_lists(batch: pa.RecordBatch | pa.Table, file: DataFile,
               columns: ColumnMap) -> Batch:
     out: Batch = {}
     for name in columns.names():
+        if name not in batch.schema.names:  # an optional column of an additional file
+            out[name] = [None] * batch.num_rows
+            continue
         column = batch.column(name)
         try:
             if not pa.types.is_string(column.type):
@@ -162,20 +197,21 @@ def _batches_of(path: Path, file: DataFile, columns: ColumnMap) -> Iterator[Batc
             yield _to_lists(batch, file, columns)
     elif file.format == "jsonl":
         table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 22))
-        _check_columns(file, table.column_names, columns)
-        for batch in table.select(columns.names()).to_batches(BATCH_ROWS):
+        present = _check_columns(file, table.column_names, columns)
+        for batch in table.select(present).to_batches(BATCH_ROWS):
             yield _to_lists(batch, file, columns)
     else:
         parquet = pq.ParquetFile(path)
-        _check_columns(file, parquet.schema_arrow.names, columns)
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns.names()):
+        present = _check_columns(file, parquet.schema_arrow.names, columns)
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=present):
             yield _to_lists(batch, file, columns)
 
 
 def iter_batches(store: Store, files: list[DataFile], columns: ColumnMap,
                  work_dir: Path) -> Iterator[tuple[DataFile, Batch]]:
-    """Every record batch of every file, in a deterministic order (files by URI)."""
-    for file in sorted(files, key=lambda f: f.uri):
+    """Every record batch of every file, in a deterministic order: data.uri's files by URI,
+    then each additional URI's."""
+    for file in sorted(files, key=lambda f: (f.source, f.uri)):
         path = local_copy(store, file, work_dir)
         try:
             for batch in _batches_of(path, file, columns):
@@ -185,3 +221,37 @@ def iter_batches(store: Store, files: list[DataFile], columns: ColumnMap,
             raise PermanentError(REASON_DATA_UNREADABLE,
                                  f"{file.uri}: malformed {file.format.upper()} data: "
                                  f"{detail}") from exc
+
+
+class KnownIds:
+    """The ids read so far (as 12-byte digests, like the quality gate's), so that an additional
+    URI's row whose id already names an example is left out."""
+
+    def __init__(self) -> None:
+        self._digests: set[bytes] = set()
+
+    @staticmethod
+    def _key(example_id: str) -> bytes:
+        return hashlib.blake2b(example_id.encode(), digest_size=12).digest()
+
+    def add(self, batch: Batch, id_column: str) -> None:
+        for example_id in batch[id_column]:
+            if example_id is not None and example_id.strip():
+                self._digests.add(self._key(example_id))
+
+    def new_rows(self, batch: Batch, id_column: str) -> tuple[Batch, int]:
+        """The batch without rows whose id is already known (those ids become known); and how
+        many were left out. Rows without an id are kept: the quality gate reports them."""
+        keep: list[int] = []
+        for i, example_id in enumerate(batch[id_column]):
+            if example_id is None or not example_id.strip():
+                keep.append(i)
+                continue
+            key = self._key(example_id)
+            if key not in self._digests:
+                self._digests.add(key)
+                keep.append(i)
+        left_out = len(batch[id_column]) - len(keep)
+        if not left_out:
+            return batch, 0
+        return {name: [values[i] for i in keep] for name, values in batch.items()}, left_out

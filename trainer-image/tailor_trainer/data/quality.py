@@ -60,6 +60,8 @@ class QualityReport:
     agreement: dict[str, Any] | None = None
     split: dict[str, int] = field(default_factory=dict)
     data_fingerprint: str = ""
+    additional: dict[str, Any] | None = None
+    """data.additionalUris: the URIs, rows read and rows left out (ids already known)."""
 
     @property
     def failures(self) -> list[Finding]:
@@ -151,10 +153,13 @@ class QualityGate:
         self.ratings: list[list[str | None]] = []
         self.data_hash = hashlib.sha256()
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: Batch, *, annotated: bool = True) -> None:
+        """Count a batch; ``annotated=False`` for rows of data.additionalUris, which have one
+        label and no annotator columns, so agreement is measured on data.uri's rows alone."""
         cols = self.columns
         ids, inputs, labels = batch[cols.id], batch[cols.input], batch[cols.label]
-        annotator_values = [batch[a] for a in cols.annotators]
+        annotators = cols.annotators if annotated else ()
+        annotator_values = [batch[a] for a in annotators]
         for i, (example_id, text, label) in enumerate(zip(ids, inputs, labels, strict=True)):
             self.rows += 1
             self.data_hash.update(f"{example_id}\x00{text}\x00{label}\x01".encode())
@@ -167,7 +172,7 @@ class QualityGate:
                     if len(self.duplicate_id_examples) < 5:
                         self.duplicate_id_examples.append(str(example_id))
                 self.id_hashes.add(key)
-            if cols.annotators:
+            if annotators:
                 self.ratings.append([None if is_empty(v[i]) else str(v[i]).strip()
                                      for v in annotator_values])
             if is_empty(text) or is_empty(label):

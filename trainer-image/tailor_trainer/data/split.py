@@ -11,6 +11,11 @@ fingerprint) beside the model's runs. Every later run reads it and uses exactly 
 the test set: new examples go to training or validation only (new members of a locked group
 are held out entirely), and a changed or missing test example fails the run, because the
 numbers would no longer be comparable. Only data.split.testSetVersion starts a new test set.
+
+Rows of data.additionalUris (e.g. labelled production examples folded into a retrain) never
+enter the test set, locked or not: the test set is drawn from data.uri alone, so a retrain is
+judged on the same benchmark as the model it may replace. They are divided between training
+and validation by the same hash, and held out when their group is a locked test group.
 """
 
 from __future__ import annotations
@@ -105,14 +110,16 @@ class Splitter:
         self._salt = f"tailor-split:{split.seed}"
         self._val_share = split.validation / (1.0 - split.test)
 
-    def assign(self, example_id: str, group: str | None) -> Part:
+    def assign(self, example_id: str, group: str | None, *, additional: bool = False) -> Part:
+        """The part of one example; ``additional`` for a row of data.additionalUris."""
         key = group if group else example_id
         if self.locked is not None:
             if example_id in self.locked.ids:
-                return "test"
+                # Only data.uri's copy of a test example is the test example.
+                return "held-out" if additional else "test"
             if group and group in self.locked.groups:
                 return "held-out"  # a new member of a test group would leak into training
-        elif unit_hash(self._salt + ":test", key) < self.split.test:
+        elif not additional and unit_hash(self._salt + ":test", key) < self.split.test:
             return "test"
         if unit_hash(self._salt + ":validation", key) < self._val_share:
             return "validation"
