@@ -10,6 +10,10 @@ the trigger's identity (the check's window, or the alert's fingerprint), and the
 status records the retrain (guarded by resourceVersion) before the TrainingJob is created. A
 restarted operator finds that record and creates the same name again if it is missing; the API
 server's AlreadyExists stops a duplicate.
+
+With retrain.includeProductionData, the window's labelled production examples are written to one
+object per retrain (tailor.drift.production) before its TrainingJob is created, and named in its
+spec.data.additionalUris; the record keeps the window, so a restart writes the same object again.
 """
 
 from __future__ import annotations
@@ -33,14 +37,17 @@ from tailor.api.common import parse_duration
 from tailor.api.driftmonitor import DriftMonitorSpec
 from tailor.api.trainingjob import TrainingJobSpec
 from tailor.conditions import find, upsert
-from tailor.drift import CheckSettings, ReferenceProfile, read_log_batches, run_check
+from tailor.drift import CheckSettings, LabelIndex, ReferenceProfile, read_log_batches, run_check
 from tailor.drift.logs import s3_filesystem
+from tailor.drift.production import LabelledExamples, ProductionColumns, write_parquet
 from tailor.k8s import Conflict, Kube, Obj
 from tailor.settings import OperatorSettings
 
 log = logging.getLogger("tailor.driftmonitors")
 PROFILE_FILE = "reference-profile.json"
 CHECK_WORKERS = 2
+MAX_ADDITIONAL_URIS = 16
+"""spec.data.additionalUris' maxItems in crds/trainingjobs.yaml."""
 
 
 class CheckError(Exception):
@@ -72,6 +79,18 @@ def _stamp(t: datetime.datetime) -> str:
 
 def _parse(value: str) -> datetime.datetime:
     return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def _retrain_record(name: str, trigger: Trigger) -> dict[str, str]:
+    """status.lastRetrain: enough to create the same TrainingJob (and the same production
+    data) again after a restart."""
+    record = {"name": name, "reason": trigger.reason, "time": _stamp(_now()),
+              "trigger": trigger.identity}
+    if trigger.window_start:
+        record["windowStart"] = trigger.window_start
+    if trigger.window_end:
+        record["windowEnd"] = trigger.window_end
+    return record
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -343,9 +362,7 @@ class DriftMonitorController:
             blocked = self._blocked(spec, status, running)
             if blocked is None:
                 retrain = self._retrain_object(body, spec, trigger)
-                status["lastRetrain"] = {"name": retrain["metadata"]["name"],
-                                         "reason": trigger.reason, "time": _stamp(_now()),
-                                         "trigger": trigger.identity}
+                status["lastRetrain"] = _retrain_record(retrain["metadata"]["name"], trigger)
                 status["retrainCount"] = int(status.get("retrainCount", 0)) + 1
                 conditions = upsert(conditions, c.CONDITION_RETRAINING, True,
                                     c.REASON_RETRAIN_CREATED,
@@ -371,17 +388,99 @@ class DriftMonitorController:
             return
         self._transition_events(body, old, status)
         if retrain is not None:
-            self._create_retrain(body, retrain, trigger)
+            assert trigger is not None
+            self._create_retrain(body, spec, retrain, trigger)
         else:
             self._ensure_recorded_retrain(body, spec, status)
 
-    def _create_retrain(self, body: Obj, retrain: Obj, trigger: Trigger | None) -> None:
+    def _create_retrain(self, body: Obj, spec: DriftMonitorSpec, retrain: Obj,
+                        trigger: Trigger) -> bool:
+        """Write the production data (if folded in), then create the TrainingJob. False when
+        the data could not be written: the retrain stays recorded and a later check creates it
+        (``_ensure_recorded_retrain``)."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        if self.kube.create_trainingjob(retrain) is not None and trigger is not None:
+        name = retrain["metadata"]["name"]
+        try:
+            folded = self._fold_production_data(body, spec, retrain, trigger)
+        except Exception as error:  # storage unreachable, unreadable logs
+            log.warning("production data of %s/%s not written: %s", key[0], name, error)
+            self.kube.event(body, "Warning", c.REASON_PRODUCTION_DATA_FAILED,
+                            f"could not write the production data of retrain {name} "
+                            f"({type(error).__name__}: {error}); the next check tries again")
+            return False
+        if self.kube.create_trainingjob(retrain) is not None:
             metrics.RETRAINS.labels(*key, trigger.reason).inc()
             self.kube.event(body, "Normal", c.REASON_RETRAIN_CREATED,
-                            f"created retraining TrainingJob {retrain['metadata']['name']} "
-                            f"({trigger.reason}): {trigger.message}")
+                            f"created retraining TrainingJob {name} ({trigger.reason}): "
+                            f"{trigger.message}" + (f"; {folded}" if folded else ""))
+        return True
+
+    def _fold_production_data(self, body: Obj, spec: DriftMonitorSpec, retrain: Obj,
+                              trigger: Trigger) -> str:
+        """Write the trigger window's labelled production examples under the model's output
+        and name them in the retrain's spec.data.additionalUris, with their URI and row count
+        in its lineage annotation. Returns a note for the Event ('' when nothing is folded).
+
+        Applies when retrain.includeProductionData is on, the monitor has ground truth, the
+        trigger has a window and the retrain trains on data with an output (not a custom job
+        without them). The columns: the retrain's id and label columns (from the log's id and
+        the ground truth's label), its text or image column, its group column and the reference
+        profile's features, each copied from the prediction log under the same name.
+        """
+        job_spec = retrain["spec"]
+        if not (spec.retrain.include_production_data and spec.production.ground_truth_uri
+                and trigger.window_end and job_spec.get("data") and job_spec.get("output")):
+            return ""
+        namespace, name = retrain["metadata"]["namespace"], retrain["metadata"]["name"]
+        parsed = TrainingJobSpec.model_validate(job_spec)
+        assert parsed.data is not None and parsed.output is not None
+        present = list(parsed.data.additional_uris or [])
+        uri = names.production_data_uri(parsed.output.uri,
+                                        retrain["metadata"]["labels"][c.LABEL_MODEL], name)
+        if uri not in present and len(present) >= MAX_ADDITIONAL_URIS:
+            return (f"production data not folded in: the template already names "
+                    f"{MAX_ADDITIONAL_URIS} additional URIs")
+        storage = self._storage(namespace, spec)
+        filesystem = s3_filesystem(**storage)
+        profile = ReferenceProfile.from_json(
+            self._read_json(self._profile_uri(namespace, spec), storage))
+        data_columns = parsed.data.columns
+        model_input = data_columns.text or data_columns.image
+        inputs = [c for c in (model_input, data_columns.group) if c] + list(profile.features)
+        log_columns = spec.production.columns
+        columns = ProductionColumns(
+            log_id=log_columns.id, log_timestamp=log_columns.timestamp,
+            id=data_columns.id, label=data_columns.label,
+            inputs=tuple(dict.fromkeys(inputs)), required=(model_input,) if model_input else ())
+        labels = LabelIndex.from_batches(
+            read_log_batches(spec.production.ground_truth_uri,
+                             format=spec.production.format, filesystem=filesystem),
+            id_column=log_columns.id, label_column=log_columns.label,
+            timestamp_column=log_columns.timestamp)
+        end = _parse(trigger.window_end)
+        start = _parse(trigger.window_start) if trigger.window_start else \
+            end - parse_duration(spec.production.window)
+        examples = LabelledExamples(
+            read_log_batches(spec.production.predictions_uri, format=spec.production.format,
+                             filesystem=filesystem),
+            labels, columns, window_start=start, window_end=end)
+        rows = write_parquet(examples, uri, filesystem)
+        lineage: dict[str, Any] = {"rows": rows}
+        if rows:
+            lineage["uri"] = uri
+            data = dict(job_spec["data"])
+            data["additionalUris"] = [*(u for u in present if u != uri), uri]
+            retrain["spec"] = {**job_spec, "data": data}
+        if examples.truncated:
+            lineage["truncated"] = True
+        annotations = retrain["metadata"]["annotations"]
+        trigger_annotation = json.loads(annotations[c.ANNOTATION_TRIGGER])
+        trigger_annotation["productionData"] = lineage
+        annotations[c.ANNOTATION_TRIGGER] = json.dumps(trigger_annotation, separators=(",", ":"))
+        if not rows:
+            return "no labelled production examples in the window to fold in"
+        return (f"folded in {rows} labelled production examples ({uri})"
+                + (f", {examples.skipped} left out" if examples.skipped else ""))
 
     def _ensure_recorded_retrain(self, body: Obj, spec: DriftMonitorSpec, status: Obj) -> None:
         """If the operator died between recording a retrain and creating it, create it now."""
@@ -394,8 +493,9 @@ class DriftMonitorController:
         namespace = body["metadata"]["namespace"]
         if self.kube.get_trainingjob(namespace, last["name"]) is None and \
                 last["name"] == names.retrain_job_name(body["metadata"]["name"], last["trigger"]):
-            trigger = Trigger(last["reason"], last["trigger"], "recorded before a restart")
-            self._create_retrain(body, self._retrain_object(body, spec, trigger), trigger)
+            trigger = Trigger(last["reason"], last["trigger"], "recorded before a restart",
+                              last.get("windowStart"), last.get("windowEnd"))
+            self._create_retrain(body, spec, self._retrain_object(body, spec, trigger), trigger)
 
     def _running_retrains(self, key: tuple[str, str]) -> list[str]:
         jobs = self.kube.list_trainingjobs(key[0], f"{c.LABEL_DRIFTMONITOR}={key[1]}")
@@ -498,13 +598,18 @@ class DriftMonitorController:
         identity = f"alert:{alert.get('fingerprint', '')}:{alert.get('startsAt', '')}"
         summary = (alert.get("annotations") or {}).get("summary") or \
             (alert.get("labels") or {}).get("alertname", "alert")
-        trigger = Trigger(c.TRIGGER_ALERT, identity, f"alert: {summary}")
         with self._lock(key):
             for _ in range(3):
                 fresh = self.kube.get_driftmonitor(*key)
                 if fresh is None:
                     return "monitor-gone"
                 status = dict(fresh.get("status") or {})
+                # The alert is about the metric of the last check: its window is the data.
+                window = status.get("window") or {}
+                end = window.get("end") or _stamp(_now())
+                start = window.get("start") or _stamp(
+                    _parse(end) - parse_duration(spec.production.window))
+                trigger = Trigger(c.TRIGGER_ALERT, identity, f"alert: {summary}", start, end)
                 name = names.retrain_job_name(key[1], identity)
                 if (status.get("lastRetrain") or {}).get("trigger") == identity or \
                         self.kube.get_trainingjob(key[0], name) is not None:
@@ -514,8 +619,7 @@ class DriftMonitorController:
                     return blocked[0]
                 retrain = self._retrain_object(fresh, spec, trigger)
                 generation = fresh["metadata"].get("generation")
-                status["lastRetrain"] = {"name": name, "reason": trigger.reason,
-                                         "time": _stamp(_now()), "trigger": identity}
+                status["lastRetrain"] = _retrain_record(name, trigger)
                 status["retrainCount"] = int(status.get("retrainCount", 0)) + 1
                 status["conditions"] = upsert(status.get("conditions"), c.CONDITION_RETRAINING,
                                               True, c.REASON_RETRAIN_CREATED,
@@ -527,6 +631,7 @@ class DriftMonitorController:
                         return "monitor-gone"
                 except Conflict:
                     continue
-                self._create_retrain(fresh, retrain, trigger)
+                if not self._create_retrain(fresh, spec, retrain, trigger):
+                    return "retrain-deferred"
                 return "retrain-created"
         return "conflict"

@@ -229,8 +229,14 @@ def _trigger_annotation(body: dict[str, Any]) -> dict[str, Any] | None:
         data = json.loads(text)
     except ValueError:
         return None
-    fields = ("driftMonitor", "reason", "message", "windowStart", "windowEnd", "time")
-    return {k: data[k] for k in fields if isinstance(data, dict) and data.get(k) is not None}
+    fields = ("driftMonitor", "reason", "message", "windowStart", "windowEnd", "time",
+              "productionData")
+    if not isinstance(data, dict):
+        return None
+    lineage = {k: data[k] for k in fields if data.get(k) is not None}
+    if not isinstance(lineage.get("productionData"), dict):
+        lineage.pop("productionData", None)
+    return lineage
 
 
 def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | None,

@@ -38,7 +38,8 @@ COMPONENT_WORKERS: Final = "workers"
 COMPONENT_SERVICE: Final = "service"
 
 ANNOTATION_TRIGGER: Final = f"{GROUP}/trigger"
-"""On a retraining TrainingJob: JSON of the trigger (monitor, reason, message, window, time).
+"""On a retraining TrainingJob: JSON of the trigger (monitor, reason, message, window, time,
+and ``productionData``: the URI and row count of the labelled production examples folded in).
 
 The DriftMonitor sets it at creation, in the same request that creates the job, so the lineage
 can never be lost; the TrainingJob controller copies it into status.triggeredBy.
@@ -161,6 +162,8 @@ REASON_RETRAIN_SUCCEEDED: Final = "RetrainSucceeded"
 REASON_RETRAIN_FAILED: Final = "RetrainFailed"
 REASON_COOLDOWN: Final = "CooldownActive"
 REASON_RETRAIN_DISABLED: Final = "RetrainDisabled"
+REASON_PRODUCTION_DATA_FAILED: Final = "ProductionDataFailed"
+"""Event: the window's labelled production data could not be written; the retrain waits."""
 
 # --- Retrain triggers (spec.retrain.triggers, status.triggeredBy.reason) -----------------------
 

@@ -31,3 +31,10 @@ def retrain_job_name(driftmonitor: str, trigger_id: str) -> str:
     """
     digest = hashlib.sha256(trigger_id.encode()).hexdigest()[:RETRAIN_HASH_LENGTH]
     return f"{driftmonitor}{RETRAIN_INFIX}{digest}"
+
+
+def production_data_uri(output_uri: str, model: str, trainingjob: str) -> str:
+    """The labelled production examples a DriftMonitor folds into retrain ``trainingjob``:
+    beside the model's runs and test manifest (``<output>/<model>/``), one object per retrain,
+    so a restarted operator writes the same object again."""
+    return f"{output_uri.rstrip('/')}/{model}/production-data/{trainingjob}.parquet"

@@ -77,6 +77,22 @@ class LabelIndex:
     def __len__(self) -> int:
         return int(self.table.num_rows)
 
+    def join(self, ids: pa.Array | pa.ChunkedArray) -> tuple[IntArray, pa.ChunkedArray]:
+        """The inner join of a batch's ids with the labels, in the batch's row order.
+
+        Returns the positions (in ``ids``) of the rows that have a label and those labels, so a
+        caller takes whatever other columns it needs from its own batch (accuracy takes the
+        predictions, a retrain's production data the model's inputs).
+        """
+        n = len(ids)
+        left = pa.table({"id": ids.cast(pa.string()), "row": pa.array(np.arange(n), pa.int64())})
+        joined = left.join(self.table, keys="id", join_type="inner", use_threads=True)
+        if joined.num_rows == 0:
+            return np.zeros(0, np.int64), pa.chunked_array([], pa.string())
+        joined = joined.sort_by("row")
+        rows = np.asarray(joined["row"].to_numpy(), dtype=np.int64)
+        return rows, joined["label"]
+
 
 @dataclass
 class ConfusionAccumulator:
@@ -119,19 +135,12 @@ class ConfusionAccumulator:
             self.predictions[k] = self.predictions.get(k, 0) + int(c)
         if len(labels) == 0:
             return
-        left = pa.table(
-            {
-                "id": ids.cast(pa.string()),
-                "pred": predicted.cast(pa.string()),
-                "cohort": pa.array(cohort, pa.int64()),
-            }
-        )
-        joined = left.join(labels.table, keys="id", join_type="inner", use_threads=True)
-        if joined.num_rows == 0:
+        rows, truth = labels.join(ids)
+        if rows.size == 0:
             return
-        p = self._codes(joined["pred"])
-        t = self._codes(joined["label"])
-        coh = joined["cohort"].to_numpy()
+        p = self._codes(predicted.take(pa.array(rows)))
+        t = self._codes(truth)
+        coh = cohort[rows]
         size = self.size
         cell = p * size + t
         for k in np.unique(coh).tolist():
@@ -156,7 +165,7 @@ class ConfusionAccumulator:
             out += m
         return out
 
-    def _codes(self, values: pa.ChunkedArray) -> IntArray:
+    def _codes(self, values: pa.Array | pa.ChunkedArray) -> IntArray:
         idx = pc.index_in(values.cast(pa.string()), value_set=pa.array(self.classes, pa.string()))
         return np.asarray(idx.fill_null(len(self.classes)).to_numpy(), dtype=np.int64)
 

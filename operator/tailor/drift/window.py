@@ -182,8 +182,8 @@ class WindowAccumulator:
             id_column=id_column,
             timestamp_column=timestamp_column,
             prediction_column=prediction_column,
-            window_start_us=_micros(window_start),
-            window_end_us=_micros(window_end),
+            window_start_us=to_micros(window_start),
+            window_end_us=to_micros(window_end),
             confusions=(
                 ConfusionAccumulator(profile.classes, cohort_seconds)
                 if labels is not None
@@ -225,20 +225,12 @@ class WindowAccumulator:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         if table.num_rows == 0:
             return
-        ts: IntArray | None = None
-        if self.timestamp_column in table.column_names:
-            ts = epoch_micros(table[self.timestamp_column])
-        if ts is not None and (self.window_start_us is not None or self.window_end_us is not None):
-            lo = _or(self.window_start_us, np.iinfo(np.int64).min)
-            hi = _or(self.window_end_us, np.iinfo(np.int64).max)
-            inside = (ts >= lo) & (ts < hi)
-            kept = int(inside.sum())
-            if kept < table.num_rows:
-                self.skipped += table.num_rows - kept
-                table = table.filter(pa.array(inside))
-                ts = ts[inside]
-                if table.num_rows == 0:
-                    return
+        read = table.num_rows
+        table, ts = in_window(table, self.timestamp_column, self.window_start_us,
+                              self.window_end_us)
+        self.skipped += read - table.num_rows
+        if table.num_rows == 0:
+            return
         n = table.num_rows
         self.rows += n
         text_cache: dict[str, dict[str, FloatArray]] = {}
@@ -291,6 +283,25 @@ class WindowAccumulator:
         return self
 
 
+def in_window(
+    table: pa.Table, timestamp_column: str, start_us: int | None, end_us: int | None
+) -> tuple[pa.Table, IntArray | None]:
+    """The rows of ``table`` whose timestamp is in ``[start_us, end_us)`` and their timestamps
+    (microseconds since the epoch; None when the table has no timestamp column, in which case
+    every row is kept). Checks and a retrain's production data select a window the same way."""
+    if timestamp_column not in table.column_names:
+        return table, None
+    ts = epoch_micros(table[timestamp_column])
+    if start_us is None and end_us is None:
+        return table, ts
+    lo = _or(start_us, np.iinfo(np.int64).min)
+    hi = _or(end_us, np.iinfo(np.int64).max)
+    inside = (ts >= lo) & (ts < hi)
+    if int(inside.sum()) == table.num_rows:
+        return table, ts
+    return table.filter(pa.array(inside)), ts[inside]
+
+
 def _floats(column: pa.ChunkedArray | pa.Array) -> FloatArray:
     if not pa.types.is_float64(column.type):
         if not (
@@ -307,7 +318,7 @@ def _floats(column: pa.ChunkedArray | pa.Array) -> FloatArray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _micros(t: datetime | None) -> int | None:
+def to_micros(t: datetime | None) -> int | None:
     if t is None:
         return None
     if t.tzinfo is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
@@ -54,9 +55,9 @@ def write_reference(stack: StackHandle, bucket: str) -> str:
 
 
 def write_window(stack: StackHandle, bucket: str, *, part: str, shift: float,
-                 accuracy: float, n: int = 800) -> None:
+                 accuracy: float, n: int = 800) -> dict[str, str]:
     """Prediction logs (features shifted by `shift` standard deviations) and their labels,
-    `accuracy` of them matching the prediction."""
+    `accuracy` of them matching the prediction; returns the labels by id."""
     rng = np.random.default_rng(abs(hash(part)) % 2**32)
     now = time.time()
     predictions, labels = [], []
@@ -74,10 +75,12 @@ def write_window(stack: StackHandle, bucket: str, *, part: str, shift: float,
                       (f"logs/labels/{part}.jsonl", labels)):
         body = io.BytesIO("".join(json.dumps(r) + "\n" for r in rows).encode())
         s3.put_object(Bucket=bucket, Key=key, Body=body.getvalue())
+    return {row["id"]: row["label"] for row in labels}
 
 
 def monitor(name: str, bucket: str, profile_uri: str, stack: StackHandle,
-            triggers: list[str], cooldown: str = "1h") -> str:
+            triggers: list[str], cooldown: str = "1h",
+            template: dict[str, Any] | None = None) -> str:
     return json.dumps({
         "apiVersion": "tailor.dev/v1alpha1", "kind": "DriftMonitor",
         "metadata": {"name": name},
@@ -91,9 +94,9 @@ def monitor(name: str, bucket: str, profile_uri: str, stack: StackHandle,
             "interval": "10s",
             "checks": {"accuracy": {"threshold": 0.8}},
             "retrain": {"triggers": triggers, "cooldown": cooldown,
-                        "template": {"spec": {"task": "custom", "workers": 1,
-                                              "procsPerWorker": 1,
-                                              "command": RETRAIN_COMMAND}}},
+                        "template": {"spec": template or {"task": "custom", "workers": 1,
+                                                          "procsPerWorker": 1,
+                                                          "command": RETRAIN_COMMAND}}},
         }})
 
 
@@ -133,9 +136,14 @@ def test_a_shift_and_an_accuracy_drop_are_detected_and_retrain_once(
         stack: StackHandle, namespace: str, operator: OperatorProcess, bucket: str,
         storage_secret: None) -> None:
     profile = write_reference(stack, bucket)
-    write_window(stack, bucket, part="shifted", shift=3.0, accuracy=0.6)
+    truth = write_window(stack, bucket, part="shifted", shift=3.0, accuracy=0.6)
+    # A retrain with data (and so an output): the window's labelled examples are folded in.
+    template = {"task": "custom", "workers": 1, "procsPerWorker": 1, "command": RETRAIN_COMMAND,
+                "data": {"uri": f"s3://{bucket}/data/curated.csv"},
+                "output": {"uri": f"s3://{bucket}/models"}}
     stack.kubectl("apply", "-n", namespace, "-f", "-",
-                  input=monitor("news", bucket, profile, stack, ["AccuracyBelowThreshold"]))
+                  input=monitor("news", bucket, profile, stack, ["AccuracyBelowThreshold"],
+                                template=template))
     status = eventually(lambda: (s := dm_status(stack, namespace, "news")) and
                         condition(s, "AccuracyBelowThreshold").get("status") == "True" and s,
                         timeout=60, what="the check to find the accuracy drop")
@@ -158,9 +166,25 @@ def test_a_shift_and_an_accuracy_drop_are_detected_and_retrain_once(
     assert lineage["driftMonitor"] == "news" and lineage["reason"] == "AccuracyBelowThreshold"
     assert "accuracy" in lineage["message"] and lineage["windowEnd"]
     assert job["spec"]["command"] == RETRAIN_COMMAND
-    eventually(lambda: retrains(stack, namespace, "news")[0].get("status", {})
-               .get("triggeredBy", {}).get("driftMonitor") == "news", timeout=30,
-               what="the TrainingJob's status to carry its lineage")
+    triggered = eventually(lambda: (t := retrains(stack, namespace, "news")[0].get(
+        "status", {}).get("triggeredBy", {})).get("driftMonitor") == "news" and t, timeout=30,
+        what="the TrainingJob's status to carry its lineage")
+
+    # The production data: written before the job, named by it, the window's labelled rows.
+    key = f"models/news/production-data/{job['metadata']['name']}.parquet"
+    uri = f"s3://{bucket}/{key}"
+    assert job["spec"]["data"]["additionalUris"] == [uri]
+    assert job["spec"]["data"]["uri"] == f"s3://{bucket}/data/curated.csv"
+    assert lineage["productionData"] == {"uri": uri, "rows": 800}
+    assert triggered["productionData"] == {"uri": uri, "rows": 800}
+    assert status["lastRetrain"]["windowEnd"] == lineage["windowEnd"]
+    body = s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    # The retrain's columns: its id and label, and the model's inputs (the profile's features).
+    assert table.column_names == ["id", "length", "links", "label"]
+    rows = table.to_pylist()
+    assert {r["id"]: r["label"] for r in rows} == truth
+    assert all(float(r["length"]) > 0 for r in rows)
 
     samples = scrape(operator)
     labels = {"namespace": namespace, "monitor": "news"}

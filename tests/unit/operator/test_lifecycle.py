@@ -162,3 +162,20 @@ def test_finished_jobs_are_left_alone() -> None:
                   [], NOW).status
     again = assess(body(done), SPEC, None, None, "2026-01-02T00:00:00Z")
     assert again.action == "none" and again.status == done
+
+
+def test_a_retrain_carries_its_trigger_and_production_data_into_status() -> None:
+    import json
+
+    lineage = {"driftMonitor": "m", "reason": "AccuracyBelowThreshold", "message": "0.6 < 0.8",
+               "windowStart": "2026-01-01T00:00:00Z", "windowEnd": "2026-01-01T01:00:00Z",
+               "time": NOW, "unknown": "dropped",
+               "productionData": {"uri": "s3://b/news/production-data/m-retrain-1.parquet",
+                                  "rows": 160}}
+    retrain = body()
+    retrain["metadata"]["annotations"] = {"tailor.dev/trigger": json.dumps(lineage)}
+    triggered = assess(retrain, SPEC, None, None, NOW).status["triggeredBy"]
+    assert triggered == {k: v for k, v in lineage.items() if k != "unknown"}
+    lineage["productionData"] = "not an object"
+    retrain["metadata"]["annotations"] = {"tailor.dev/trigger": json.dumps(lineage)}
+    assert "productionData" not in assess(retrain, SPEC, None, None, NOW).status["triggeredBy"]
