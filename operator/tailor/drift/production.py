@@ -139,6 +139,8 @@ def write_parquet(tables: Iterable[pa.Table], uri: str,
             if table.num_rows == 0:
                 continue
             if writer is None:
+                if fs.type_name != "s3":  # S3 has no folders to make (MinIO would add markers)
+                    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
                 sink = fs.open_output_stream(path)
                 writer = pq.ParquetWriter(sink, table.schema)
             writer.write_table(table)

@@ -67,7 +67,6 @@ def test_the_cap_keeps_the_first_rows_in_log_order() -> None:
 
 def test_written_once_as_parquet_and_nothing_without_rows(tmp_path: Path) -> None:
     target = tmp_path / "production-data" / "m-retrain-1.parquet"
-    target.parent.mkdir()
     rows = write_parquet(LabelledExamples(predictions(), labels(), COLUMNS, window_start=T0),
                          str(target))
     assert rows == 4
