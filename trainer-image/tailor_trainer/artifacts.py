@@ -23,13 +23,16 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tailor.drift.profile import build_reference_profile
 
 from tailor_trainer.config import join_uri
 from tailor_trainer.storage import Store
+
+if TYPE_CHECKING:
+    from tailor_trainer.recipes.base import ProfileFeatures
 
 MANIFEST = "manifest.json"
 PRODUCTION_POINTER = "production.json"
@@ -66,13 +69,13 @@ def read_manifest(store: Store, artifact_uri: str) -> dict[str, Any] | None:
     return None if raw is None else dict(json.loads(raw))
 
 
-def reference_profile(texts: Sequence[str], feature: str, labels: Sequence[str],
+def reference_profile(features: ProfileFeatures, labels: Sequence[str],
                       true: Sequence[str], predicted: Sequence[str], probs: np.ndarray,
                       metadata: dict[str, str]) -> dict[str, Any]:
     """The DriftMonitor's reference (tailor.drift.profile's format), from validation data."""
     profile = build_reference_profile(
-        {feature: list(texts)}, list(predicted), classes=list(labels), labels=list(true),
-        scores=probs, text_features=[feature], metadata=metadata)
+        features.values, list(predicted), classes=list(labels), labels=list(true),
+        scores=probs, text_features=features.text, metadata=metadata)
     return profile.to_json()
 
 

@@ -59,7 +59,7 @@ from tailor_trainer.errors import (
     TrainerError,
 )
 from tailor_trainer.metrics import Progress
-from tailor_trainer.recipes.base import Recipe, fetch_base_model
+from tailor_trainer.recipes.base import ProfileFeatures, Recipe, fetch_base_model
 from tailor_trainer.storage import Store
 from tailor_trainer.tracking import Tracker
 from tailor_trainer.train import Shard, StopSignal, Trainer, autocast_dtype
@@ -78,6 +78,7 @@ class LocalData:
     val_text: list[str] = field(default_factory=list)
     val_label: list[str] = field(default_factory=list)
     test: list[tuple[str, str, str]] = field(default_factory=list)  # rank 0: id, text, label
+    test_items: list[Any] = field(default_factory=list)  # rank 0: the test inputs, encoded
     counts: dict[str, int] = field(default_factory=dict)
     labels_seen: set[str] = field(default_factory=set)
 
@@ -137,12 +138,15 @@ class Run:
         # The base model is checked before the gate locks a test set: a bad configuration
         # must leave nothing behind.
         recipe = agree(world, self._recipe)
+        # So are the inputs (an image can be unreadable); the test rows' are kept for the end.
+        train_items, val_items, local.test_items = agree(world, lambda: (
+            recipe.encode(local.train_text), recipe.encode(local.val_text),
+            recipe.encode([t for _, t, _ in local.test])))
         agree(world, lambda: self._gate(local))
         self.labels = broadcast(world, self.labels)
         index = {label: i for i, label in enumerate(self.labels)}
-        train, val = agree(world, lambda: (
-            Shard(recipe.encode(local.train_text), [index[x] for x in local.train_label]),
-            Shard(recipe.encode(local.val_text), [index[x] for x in local.val_label])))
+        train = Shard(train_items, [index[x] for x in local.train_label])
+        val = Shard(val_items, [index[x] for x in local.val_label])
         checkpointer = Checkpointer(self.store, self.cfg.checkpoint_uri, self.work_dir,
                                     self.spec.checkpoint.keep)
         trainer = Trainer(world, self.spec, recipe, len(self.labels), checkpointer,
@@ -163,8 +167,9 @@ class Run:
         outputs = agree(world, lambda: evaluate.predict(
             result.model, recipe, val.items, world.device,
             autocast_dtype(self.spec.hyperparameters.precision, world.device)))
-        parts = gather(world, (local.val_text, local.val_label, outputs))
-        profile_parts = {"texts": [t for p in parts for t in p[0]],
+        described = recipe.profile_features(self.columns.input, local.val_text, val.items)
+        parts = gather(world, (described, local.val_label, outputs))
+        profile_parts = {"features": ProfileFeatures.concat([p[0] for p in parts]),
                          "labels": [y for p in parts for y in p[1]],
                          "probs": np.concatenate([p[2] for p in parts if len(p[2])])}
         summary = agree(world, lambda: self._evaluate_and_publish(
@@ -334,9 +339,10 @@ class Run:
 
             return TextRecipe(base, hp.max_sequence_length)
         if self.spec.task == TASK_IMAGE_CLASSIFICATION:
-            raise PermanentError(REASON_INVALID_SPEC,
-                                 "the image-classification recipe is not available in this "
-                                 "trainer image yet")
+            from tailor_trainer.recipes.image import ImageRecipe, image_root
+
+            return ImageRecipe(base, hp.image_size, self.store,
+                               image_root(self.store, self.data.uri), self.columns.input)
         raise PermanentError(REASON_INVALID_SPEC, f"no built-in recipe for {self.spec.task}")
 
     def _probe_features(self, recipe: Recipe, train: Shard,
@@ -390,7 +396,7 @@ class Run:
         found = {i: content_digest(i, t, y) for i, t, y in local.test}
         verify_test_set(self.locked, found, manifest_uri(cfg.model_uri, self.locked.version))
         y = np.array([index[label] for _, _, label in local.test])
-        test_items = recipe.encode([t for _, t, _ in local.test])
+        test_items = local.test_items
         device = self.world.device
         amp = autocast_dtype(spec.hyperparameters.precision, device)
         results: dict[str, Any] = {}
@@ -468,7 +474,7 @@ class Run:
         labels = self.labels
         predicted = [labels[i] for i in outputs["probs"].argmax(1)]
         profile = artifacts.reference_profile(
-            outputs["texts"], self.columns.input, labels, outputs["labels"], predicted,
+            outputs["features"], labels, outputs["labels"], predicted,
             outputs["probs"], {"model": cfg.model_name, "runId": cfg.run_id,
                                "dataFingerprint": self.quality.data_fingerprint,
                                "reference": "validation split"})

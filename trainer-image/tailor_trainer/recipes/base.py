@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +16,26 @@ from tailor_trainer.storage import NotFound, Store, is_s3
 
 MODEL_META = "tailor-model.json"
 """Written beside the weights: task, labels and how to rebuild the model."""
+
+
+@dataclass
+class ProfileFeatures:
+    """Per-example inputs for the reference profile, one list per feature name.
+
+    Features named in `text` are profiled by their text summaries (tailor.drift.profile), the
+    others by type (numbers numeric, strings categorical).
+    """
+
+    values: dict[str, list[Any]]
+    text: tuple[str, ...] = ()
+
+    @classmethod
+    def concat(cls, parts: Sequence[ProfileFeatures]) -> ProfileFeatures:
+        """Every rank's part, in rank order (features as in the first part)."""
+        if not parts:
+            return cls({})
+        return cls({name: [v for p in parts for v in p.values.get(name, [])]
+                    for name in parts[0].values}, parts[0].text)
 
 
 class Recipe(Protocol):
@@ -32,7 +53,11 @@ class Recipe(Protocol):
         """A cost measure for bucketing (tokens for text; constant for images)."""
 
     def collate(self, items: Sequence[Any], train: bool) -> dict[str, torch.Tensor]:
-        """A padded batch of encoded inputs."""
+        """A padded batch of encoded inputs (augmented when `train`): the model's kwargs."""
+
+    def profile_features(self, column: str, inputs: Sequence[str],
+                         items: Sequence[Any]) -> ProfileFeatures:
+        """What the reference profile describes of these inputs (texts; image summaries)."""
 
     def save(self, model: nn.Module, directory: Path, labels: Sequence[str]) -> None:
         """Weights (safetensors), config and preprocessing, loadable by `load`."""

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tailor_trainer.errors import REASON_BASE_MODEL_UNUSABLE, PermanentError
-from tailor_trainer.recipes.base import MODEL_META, read_meta
+from tailor_trainer.recipes.base import MODEL_META, ProfileFeatures, read_meta
 
 TASK = "text-classification"
 PAD_MULTIPLE = 8
@@ -100,6 +100,10 @@ class TextRecipe:
 
     def length(self, item: Any) -> int:
         return len(item)
+
+    def profile_features(self, column: str, inputs: Sequence[str],
+                         items: Sequence[Any]) -> ProfileFeatures:
+        return ProfileFeatures(values={column: list(inputs)}, text=(column,))
 
     def collate(self, items: Sequence[Any], train: bool) -> dict[str, torch.Tensor]:
         longest = max(len(i) for i in items)
