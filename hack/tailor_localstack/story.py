@@ -198,7 +198,7 @@ class Story:
             with torch.no_grad():
                 for start in range(0, len(texts), 16):
                     batch = recipe.collate(recipe.encode(texts[start:start + 16]), train=False)
-                    logits = model(batch["input_ids"], batch["attention_mask"])
+                    logits = model(batch["input_ids"], batch.get("attention_mask"))
                     predictions += [labels[i] for i in logits.argmax(-1).tolist()]
         now = time.time()
         logs = [{"id": f"{part}-{r['id']}", "timestamp": now, "text": text, "prediction": p}
