@@ -56,6 +56,10 @@ def main() -> int:
         print("-> 4. monitoring")
         monitored = story.monitor()
         retrained = story.follow(monitored["lastRetrain"]["name"])
+        folded = retrained.get("triggeredBy", {}).get("productionData") or {}
+        if folded.get("rows"):
+            print(f"   trained with {folded['rows']} labelled production examples folded in "
+                  f"({folded['uri']})")
         story.describe(retrained)
     finally:
         operator.stop()

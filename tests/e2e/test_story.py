@@ -86,5 +86,10 @@ def test_train_serve_drift_and_retrain(story: Story) -> None:
                                             "json").stdout)
     clone = json.loads(story.stack.kubectl("get", "tj", retrain_name, "-n", story.ns, "-o",
                                            "json").stdout)
-    assert clone["spec"]["data"] == source["spec"]["data"]
+    # The window's 80 labelled predictions are folded into the clone's data; the locked test set
+    # (data.uri's) is the one the first run wrote, which assert_promotion_is_earned relies on.
+    folded = retrained["triggeredBy"]["productionData"]
+    assert folded["rows"] == monitored["window"]["labeled"]
+    assert folded["uri"].endswith(f"/{MODEL}/production-data/{retrain_name}.parquet")
+    assert clone["spec"]["data"] == {**source["spec"]["data"], "additionalUris": [folded["uri"]]}
     assert clone["spec"]["model"]["name"] == MODEL
