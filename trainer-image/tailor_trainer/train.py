@@ -7,10 +7,13 @@ batch level. The data position is therefore just (epoch, batch index), and a res
 replays exactly the batches, learning rates and dropout masks the interrupted one would have
 seen: the loss curve continues, it does not restart.
 
-Once per optimizer step the ranks exchange one small tensor: the step's loss and sample
-count, and two flags (rank 0's "checkpoint now", anyone's "SIGTERM received"), so every rank
-takes the same decision at the same step. Model selection and early stopping look at the
-validation split only.
+Every few optimizer steps (every step on CPUs, every `SYNC_EVERY_GPU` on GPUs, and always at
+an epoch's end, at the last step and at `checkpoint.everySteps`) the ranks exchange one small
+tensor: the losses and sample counts of the steps since the last exchange, and two flags
+(rank 0's "checkpoint now", anyone's "SIGTERM received"), so every rank takes the same
+decision at the same step. An exchange waits for the GPU; between exchanges the host queues
+the next steps' work (batches are copied from pinned memory without waiting) and the GPU never
+idles. Model selection and early stopping look at the validation split only.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 BUCKET_BATCHES = 50
 """Batches per length-sorted chunk: enough to group similar lengths, few enough to stay random."""
 CHECKPOINT_FORMAT = 1
+SYNC_EVERY_GPU = 16
+"""Optimizer steps between exchanges on a GPU: each exchange stalls the queue of GPU work."""
 
 
 def batch_plan(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -104,6 +109,19 @@ class TrainResult:
     samples_per_second: float
     resumed_from: int | None
     stopped_early: bool
+    timeline: list[tuple[int, float]] = field(default_factory=list)
+    """(step, monotonic time) at each exchange, when the GPU had finished that step."""
+
+
+@dataclass
+class PendingStep:
+    """A step done on this rank whose numbers have not been exchanged yet."""
+
+    step: int
+    loss: torch.Tensor
+    samples: int
+    epoch: float
+    lr: float
 
 
 @dataclass
@@ -189,6 +207,15 @@ class Trainer:
         self.log_metrics = log_metrics
         self.amp = autocast_dtype(self.hp.precision, world.device)
         self.interval = parse_duration(spec.checkpoint.interval).total_seconds()
+        self.sync_every = SYNC_EVERY_GPU if world.device.type == "cuda" else 1
+        self.dynamic_shapes: bool | None = None  # None: symbolic when input lengths vary
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Copy a collated batch to the device; from pinned memory, the copy does not wait."""
+        if self.world.device.type != "cuda":
+            return batch
+        return {k: v.pin_memory().to(self.world.device, non_blocking=True)
+                for k, v in batch.items()}
 
     # --- evaluation on the validation shard (all ranks) ----------------------------------------
     def _validate(self, model: nn.Module, val: Shard) -> dict[str, float]:
@@ -321,11 +348,22 @@ class Trainer:
         step_fn: nn.Module = wrapped
         if world.device.type == "cuda":
             # Compilation pays on GPUs; on CPUs its start-up costs more than it saves here.
-            step_fn = torch.compile(wrapped, dynamic=True)  # type: ignore[assignment]
+            # Varying lengths compile once with symbolic shapes instead of once per length;
+            # a compiler failure falls back to eager mode rather than failing the run.
+            torch._dynamo.config.suppress_errors = True
+            dynamic = self.dynamic_shapes
+            if dynamic is None:
+                dynamic = True if len(set(lengths)) > 1 else None
+            if dynamic is False:  # one graph per padded width
+                torch._dynamo.config.recompile_limit = 64
+            step_fn = torch.compile(wrapped, dynamic=dynamic)  # type: ignore[assignment]
         scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
         accum = hp.gradient_accumulation_steps
+        every = self.spec.checkpoint.every_steps
         last_checkpoint = time.monotonic()
         started = time.monotonic()
+        timeline: list[tuple[int, float]] = []
+        pending: list[PendingStep] = []
         samples_seen = 0
         stopped_early = False
         if self.progress is not None:
@@ -336,13 +374,14 @@ class Trainer:
             plan = batch_plan(lengths, hp.batch_size, hp.seed, state.epoch)
             plan = plan[:steps_per_epoch * accum]
             while state.batch < len(plan):
-                loss_sum = 0.0
+                loss_sum = torch.zeros((), device=world.device)
                 samples = 0
                 for micro in range(accum):
                     idx = plan[state.batch + micro]
-                    batch = {k: v.to(world.device, non_blocking=True) for k, v in
-                             self.recipe.collate([train.items[i] for i in idx], True).items()}
-                    labels = torch.tensor([train.labels[i] for i in idx], device=world.device)
+                    batch = self.recipe.collate([train.items[i] for i in idx], True)
+                    batch["labels"] = torch.tensor([train.labels[i] for i in idx])
+                    batch = self._to_device(batch)
+                    labels = batch.pop("labels")
                     sync = micro == accum - 1
                     ctx = (wrapped.no_sync() if world.distributed and not sync  # type: ignore[operator]
                            else contextlib.nullcontext())
@@ -351,7 +390,7 @@ class Trainer:
                             logits = step_fn(**batch)
                         loss = nn.functional.cross_entropy(logits.float(), labels)
                         scaler.scale(loss / accum).backward()  # type: ignore[no-untyped-call]
-                    loss_sum += float(loss.detach())
+                    loss_sum += loss.detach()
                     samples += len(idx)
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -362,27 +401,41 @@ class Trainer:
                 state.step += 1
                 state.batch += accum
                 samples_seen += samples
+                pending.append(PendingStep(state.step, loss_sum / accum, samples,
+                                           state.epoch + state.batch / len(plan),
+                                           float(scheduler.get_last_lr()[0])))
+                epoch_end = state.batch >= len(plan)
+                done = state.step >= total
+                at_every = every is not None and state.step % every == 0
+                if not (epoch_end or done or at_every or state.step % self.sync_every == 0):
+                    continue
+                # The exchange: every rank reaches it at the same step (all conditions above
+                # are functions of the step and the shared plan).
                 due = world.is_main and (
-                    time.monotonic() - last_checkpoint >= self.interval
-                    or (self.spec.checkpoint.every_steps is not None
-                        and state.step % self.spec.checkpoint.every_steps == 0))
-                shared = torch.tensor([loss_sum / accum, float(samples), float(due),
-                                       float(stop.requested)], dtype=torch.float64,
-                                      device=world.device)
+                    time.monotonic() - last_checkpoint >= self.interval or at_every)
+                flags = torch.tensor([float(due), float(stop.requested)], dtype=torch.float64)
+                shared = torch.cat([
+                    torch.stack([p.loss for p in pending]).double(),
+                    torch.tensor([float(p.samples) for p in pending], dtype=torch.float64,
+                                 device=world.device),
+                    flags.to(world.device),
+                ])
                 if world.distributed:
                     torch_dist.all_reduce(shared)
                 shared = shared.cpu()
-                mean_loss = float(shared[0]) / world.size
-                epoch_progress = state.epoch + state.batch / len(plan)
-                lr = float(scheduler.get_last_lr()[0])
-                state.history.append({"step": state.step, "loss": mean_loss, "lr": lr})
-                if self.progress is not None:
-                    self.progress.update(state.step, total, epoch_progress, mean_loss,
-                                         int(shared[1]))
-                self.log_metrics(state.step, {"train_loss": mean_loss, "learning_rate": lr,
-                                              "epoch": epoch_progress})
-                epoch_end = state.batch >= len(plan)
-                done = state.step >= total
+                timeline.append((state.step, time.monotonic()))
+                for i, done_step in enumerate(pending):
+                    mean_loss = float(shared[i]) / world.size
+                    state.history.append({"step": done_step.step, "loss": mean_loss,
+                                          "lr": done_step.lr})
+                    if self.progress is not None:
+                        self.progress.update(done_step.step, total, done_step.epoch, mean_loss,
+                                             int(shared[len(pending) + i]))
+                    self.log_metrics(done_step.step, {"train_loss": mean_loss,
+                                                      "learning_rate": done_step.lr,
+                                                      "epoch": done_step.epoch})
+                due_shared, stop_shared = float(shared[-2]), float(shared[-1])
+                pending = []
                 if epoch_end or done:
                     scores = self._validate(model, val)
                     scores["step"] = state.step
@@ -404,12 +457,12 @@ class Trainer:
                 if epoch_end:
                     state.epoch += 1
                     state.batch = 0
-                if shared[3] > 0:
+                if stop_shared > 0:
                     self._checkpoint(model, optimizer, scheduler, state, best, wait=True)
                     raise RetryableError(REASON_PREEMPTED,
                                          f"stopped by SIGTERM at step {state.step}; "
                                          "checkpoint written, the run resumes from it")
-                if shared[2] > 0 and not done:
+                if due_shared > 0 and not done:
                     self._checkpoint(model, optimizer, scheduler, state, best, wait=False)
                     last_checkpoint = time.monotonic()
                 if done or epoch_end:
@@ -428,5 +481,5 @@ class Trainer:
             validation={k: float(v) for k, v in final.items()}, history=state.history,
             train_seconds=elapsed,
             samples_per_second=samples_seen * world.size / elapsed if elapsed > 0 else 0.0,
-            resumed_from=resumed_from, stopped_early=stopped_early,
+            resumed_from=resumed_from, stopped_early=stopped_early, timeline=timeline,
         )

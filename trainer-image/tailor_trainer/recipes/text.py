@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -36,13 +37,17 @@ class EncoderClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_labels)
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def features(self, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden: torch.Tensor = self.encoder(input_ids=input_ids,
                                             attention_mask=attention_mask)[0]
+        if attention_mask is None:
+            return hidden.mean(1)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         pooled = self.features(input_ids, attention_mask)
         logits: torch.Tensor = self.head(self.dropout(pooled))
         return logits
@@ -65,6 +70,7 @@ class TextRecipe:
         model_max = getattr(self.tokenizer, "model_max_length", max_length) or max_length
         self.max_length = min(max_length, int(model_max))
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.pad_multiple = PAD_MULTIPLE
 
     def _encoder(self, path: str) -> tuple[nn.Module, int]:
         from transformers import AutoModel
@@ -106,14 +112,21 @@ class TextRecipe:
         return ProfileFeatures(values={column: list(inputs)}, text=(column,))
 
     def collate(self, items: Sequence[Any], train: bool) -> dict[str, torch.Tensor]:
-        longest = max(len(i) for i in items)
-        width = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
-        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
+        """Pad to the batch's longest input; a batch without padding gets no mask at all.
+
+        Without a mask PyTorch's attention can take its fastest (flash) kernel; the encoder
+        drops an all-ones mask by itself only outside `torch.compile`.
+        """
+        lengths = [len(i) for i in items]
+        if min(lengths) == max(lengths):
+            return {"input_ids": torch.as_tensor(np.asarray(items, dtype=np.int64))}
+        width = -(-max(lengths) // self.pad_multiple) * self.pad_multiple
+        ids = np.full((len(items), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(items), width), dtype=np.int64)
         for row, item in enumerate(items):
-            ids[row, :len(item)] = torch.as_tensor(item, dtype=torch.long)
+            ids[row, :len(item)] = item
             mask[row, :len(item)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
     def save(self, model: nn.Module, directory: Path, labels: Sequence[str]) -> None:
         assert isinstance(model, EncoderClassifier)
