@@ -7,15 +7,15 @@ A. 1M reference + 1M current rows x 25 numeric columns (five of them shifted), f
    current window), Evidently's DataDriftPreset, NannyML's UnivariateDriftCalculator with
    Jensen-Shannon (fit + calculate).
 B. 10M rows x 50 numeric columns as Parquet in MinIO: Tailor's check streaming the objects vs
-   the time pyarrow alone (its dataset scan, default read-ahead) needs to read the same columns
-   (the physical limit); Tailor on the first 1M rows too, to show that its memory does not grow
-   with the window.
+   the time pyarrow alone needs to read the same columns (the physical limit; the faster of its
+   dataset scan with default read-ahead and Tailor's row-group reader doing nothing else);
+   Tailor on the first 1M rows too, to show that its memory does not grow with the window.
 
 Every measurement runs in its own subprocess; time is the child's wall time and peak memory
 its own maximum resident set (VmHWM at its end, reported on its last output line; not
-ru_maxrss, which a child inherits from this process). Evidently
-and NannyML live in their own virtualenv ($HOME/.cache/tailor/venv-bench-drift, created on
-first use) so their pins never touch the project's environment.
+ru_maxrss, which a child inherits from this process). Evidently and NannyML live in their own
+virtualenv ($HOME/.cache/tailor/venv-bench-drift, created on first use) so their pins never
+touch the project's environment.
 
     source .tailor/env && ~/.cache/tailor/venv/bin/python bench/drift_scale.py
     ... --rows 100000 --big-rows 1000000   # a quick run
@@ -182,6 +182,25 @@ ARROW_S3 = PEAK + textwrap.dedent(
     """
 )
 
+# The same read through Tailor's reader (a row group at a time, one read ahead) with nothing
+# done to the batches: the I/O floor of Tailor's own check.
+ARROW_ROW_GROUPS_S3 = PEAK + textwrap.dedent(
+    """
+    import json, time, os
+    from tailor.drift import read_log_batches, s3_filesystem
+    fs = s3_filesystem(endpoint=os.environ["AWS_ENDPOINT_URL_S3"],
+                       access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                       secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+    t0 = time.perf_counter()
+    rows = 0
+    for batch in read_log_batches({uri!r}, filesystem=fs, columns={columns!r}):
+        rows += batch.num_rows
+    t1 = time.perf_counter()
+    assert rows == {rows}, rows
+    print(json.dumps({{"read": t1 - t0, "peak_mib": _peak()}}))
+    """
+)
+
 TAILOR_S3 = PEAK + textwrap.dedent(
     """
     import json, time, os
@@ -296,9 +315,11 @@ def part_b(
         columns = [f"f{j:02d}" for j in range(cols)]
         first = f"s3://{bucket}/logs/part-000.parquet"
         whole = f"s3://{bucket}/logs/"
-        # Rounds of read, check, check of the first file; a last read sees a warm store.
+        # Rounds of both reads, check, check of the first file; a last read sees a warm store.
         plan = [
             ("pyarrow read", ARROW_S3.format(uri=whole, columns=columns, rows=per_file * files)),
+            ("pyarrow read (row groups)", ARROW_ROW_GROUPS_S3.format(
+                uri=whole, columns=columns, rows=per_file * files)),
             ("tailor", TAILOR_S3.format(uri=whole, profile=str(profile_path),
                                         rows=per_file * files)),
             ("tailor (first file)", TAILOR_S3.format(uri=first, profile=str(profile_path),
