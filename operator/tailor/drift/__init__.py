@@ -6,7 +6,8 @@
   ``CheckSettings.from_spec`` reads a DriftMonitor's spec; ``CheckResult.to_status`` gives the
   status fields.
 - ``WindowAccumulator`` + ``evaluate``: the same check in mergeable pieces.
-- ``read_log_batches`` / ``s3_filesystem``: stream Parquet or JSONL logs from S3 or disk.
+- ``read_log_batches`` / ``s3_filesystem``: stream Parquet or JSONL logs from S3 or disk;
+  ``ParquetColumns``: a reference table's columns, read one at a time for the profile.
 """
 
 from tailor.drift.accuracy import AccuracyResult, LabelIndex, wilson_interval
@@ -18,7 +19,7 @@ from tailor.drift.check import (
     evaluate,
     run_check,
 )
-from tailor.drift.logs import read_log_batches, s3_filesystem
+from tailor.drift.logs import ParquetColumns, read_log_batches, s3_filesystem
 from tailor.drift.profile import (
     FORMAT_VERSION,
     ProfileError,
@@ -34,6 +35,7 @@ __all__ = [
     "CheckSettings",
     "FeatureScore",
     "LabelIndex",
+    "ParquetColumns",
     "PredictionDrift",
     "ProfileError",
     "ReferenceProfile",

@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats as sps
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -212,6 +211,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     """
     if n <= 0:
         return 0.0, 1.0
+    from scipy import stats as sps  # imported when needed: see tailor.drift.stats
+
     z = float(sps.norm.ppf(0.5 + confidence / 2))
     p = successes / n
     denom = 1 + z * z / n

@@ -1,18 +1,20 @@
 """Reading prediction and label logs (Parquet or JSONL, on S3 or local disk) as arrow batches.
 
 Batches stream: a Parquet file is read a row group at a time and only the requested columns are
-fetched, so a check's memory does not grow with the window.
+fetched, so a check's memory does not grow with the window. One thread reads the next row group
+(or JSONL file) while the caller works on the current one: at most two are held at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
+import pyarrow.parquet as pq
 
 LogFormat = Literal["auto", "jsonl", "parquet"]
 
@@ -41,6 +43,46 @@ def s3_filesystem(
     return pafs.S3FileSystem(**kwargs)
 
 
+class ParquetColumns(Mapping[str, pa.ChunkedArray]):
+    """The columns of Parquet data (one file or every Parquet file under a prefix), each read
+    from storage only when asked for.
+
+    ``build_reference_profile(ParquetColumns(uri), ...)`` profiles a reference table one column
+    at a time: quantile edges need a whole column, but never two, so the profile's memory is one
+    column's rather than the table's. Columns are read again on every access; nothing is cached.
+    """
+
+    def __init__(self, uri: str, *, filesystem: pafs.FileSystem | None = None) -> None:
+        self._fs, path = _resolve(uri, filesystem)
+        self._files = [f for f in _list_files(self._fs, path) if _detect(f) == "parquet"]
+        if not self._files:
+            raise FileNotFoundError(f"no Parquet files at {uri}")
+        self._types: dict[str, pa.DataType] = {}
+        self.num_rows = 0
+        for file_path in self._files:
+            with self._fs.open_input_file(file_path) as source:
+                parquet = pq.ParquetFile(source)
+                self.num_rows += parquet.metadata.num_rows
+                for column in parquet.schema_arrow:
+                    self._types.setdefault(column.name, column.type)
+
+    def __getitem__(self, name: str) -> pa.ChunkedArray:
+        kind = self._types[name]  # KeyError for a column no file has
+        chunks: list[pa.Array] = []
+        for table in _tables(self._fs, self._files, "parquet", [name]):
+            if name in table.column_names:
+                chunks += table[name].cast(kind).chunks
+            else:  # a file without the column: its rows are missing values
+                chunks.append(pa.nulls(table.num_rows, kind))
+        return pa.chunked_array(chunks, kind)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
 def read_log_batches(
     uri: str,
     *,
@@ -57,20 +99,48 @@ def read_log_batches(
     missing from a file are simply absent from its batches.
     """
     fs, path = _resolve(uri, filesystem)
-    for file_path in _list_files(fs, path):
+    for table in _read_ahead(_tables(fs, _list_files(fs, path), format, columns)):
+        yield from table.to_batches(max_chunksize=batch_size)
+
+
+def _tables(
+    fs: pafs.FileSystem, files: list[str], format: LogFormat, columns: Sequence[str] | None
+) -> Generator[pa.Table, None, None]:
+    """Each Parquet row group, or each JSONL file, as a table of the requested columns."""
+    # Coalesced, parallel range reads hide an object store's latency; on local disk they only
+    # cost memory.
+    pre_buffer = not isinstance(fs, pafs.LocalFileSystem)
+    for file_path in files:
         kind = format if format != "auto" else _detect(file_path)
         if kind is None:
             continue
         if kind == "parquet":
-            dataset = ds.dataset(file_path, format="parquet", filesystem=fs)
-            present = [c for c in columns if c in dataset.schema.names] if columns else None
-            yield from dataset.to_batches(columns=present, batch_size=batch_size)
+            with fs.open_input_file(file_path) as source:
+                parquet = pq.ParquetFile(source, pre_buffer=pre_buffer)
+                names = parquet.schema_arrow.names
+                present = [c for c in columns if c in names] if columns else None
+                for group in range(parquet.num_row_groups):
+                    yield parquet.read_row_group(group, columns=present, use_threads=True)
         else:
             with fs.open_input_stream(file_path, compression="detect") as stream:
                 table = pajson.read_json(stream)
             if columns:
                 table = table.select([c for c in columns if c in table.column_names])
-            yield from table.to_batches(max_chunksize=batch_size)
+            yield table
+
+
+def _read_ahead(tables: Generator[pa.Table, None, None]) -> Iterator[pa.Table]:
+    """Yield ``tables`` while one thread already reads the next (arrow releases the GIL)."""
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tailor-log-read")
+    try:
+        upcoming = reader.submit(next, tables, None)
+        while (table := upcoming.result()) is not None:
+            upcoming = reader.submit(next, tables, None)
+            yield table
+    finally:
+        # A caller that stops early: let the read in flight finish, then close the open file.
+        reader.shutdown(wait=True)
+        tables.close()
 
 
 def _resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:

@@ -311,12 +311,16 @@ def numeric_profile(values: npt.ArrayLike, bins: int = DEFAULT_NUMERIC_BINS) -> 
     x = np.asarray(values, dtype=np.float64).ravel()
     finite = np.isfinite(x)
     missing = int(x.size - np.count_nonzero(finite))
-    x = x[finite]
-    if x.size == 0:
+    if missing == x.size:
         empty = np.zeros(0)
         return NumericProfile(empty, np.zeros(0, np.int64), 0, missing, *([math.nan] * 4))
-    # One sort gives both the inverted-CDF quantiles (order statistics) and the bin counts.
-    x = np.sort(x)
+    # One sort gives both the inverted-CDF quantiles (order statistics) and the bin counts. A
+    # masked copy is sorted in place; otherwise np.sort copies (``x`` may be arrow's buffer).
+    if missing:
+        x = x[finite]
+        x.sort()
+    else:
+        x = np.sort(x)
     n = x.size
     ranks = np.ceil(np.linspace(0.0, 1.0, bins + 1) * n).astype(np.int64) - 1
     quantiles = x[np.clip(ranks, 0, n - 1)]

@@ -127,3 +127,40 @@ def test_unknown_format_version_is_refused():
 def test_bad_input_is_refused_clearly(kwargs, message):
     with pytest.raises(ProfileError, match=message):
         build_reference_profile({"x": [1.0, 2.0]}, **kwargs)
+
+
+def test_profile_from_parquet_columns_equals_profile_from_memory(tmp_path):
+    import pyarrow.parquet as pq
+    from tailor.drift import ParquetColumns
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    table = pa.table(
+        {
+            "amount": rng.lognormal(size=n),
+            "count": rng.integers(0, 5, n),
+            "country": rng.choice(["de", "fr", "it"], n),
+            "body": [("héllo " * int(k)).strip() for k in rng.integers(1, 6, n)],
+        }
+    )
+    pq.write_table(table.slice(0, 2000), tmp_path / "part-0.parquet", row_group_size=700)
+    # A later file without a column: its rows count as missing values of that column.
+    pq.write_table(table.slice(2000).drop_columns(["count"]), tmp_path / "part-1.parquet")
+    columns = ParquetColumns(str(tmp_path))
+    assert columns.num_rows == n
+    assert list(columns) == ["amount", "count", "country", "body"]
+    predictions = rng.choice(["spam", "ham"], n)
+    lazy = build_reference_profile(
+        columns, predictions, classes=["ham", "spam"], text_features=["body"]
+    )
+    in_memory = {c: table[c] for c in table.column_names}
+    in_memory["count"] = pa.chunked_array(
+        [table["count"].slice(0, 2000), pa.nulls(1000, pa.int64())]
+    )
+    direct = build_reference_profile(
+        in_memory, predictions, classes=["ham", "spam"], text_features=["body"]
+    )
+    assert lazy.to_json() == direct.to_json()
+    assert lazy.features["count"].missing == 1000
+    with pytest.raises(KeyError):
+        columns["nope"]
