@@ -30,7 +30,7 @@ from tailor.builders.trainingjob import (
 )
 from tailor.conditions import now as utcnow
 from tailor.conditions import upsert
-from tailor.k8s import Conflict, Kube, Obj, slim
+from tailor.k8s import EVENT_THREADS, Conflict, Kube, Obj, slim
 from tailor.settings import OperatorSettings
 
 log = logging.getLogger("tailor.trainingjobs")
@@ -59,7 +59,7 @@ class TrainingJobController:
         self._latest: dict[tuple[str, str], Obj] = {}
         self._phases: dict[tuple[str, str], str] = {}
         # Events are best-effort and off the reconcile's critical path.
-        self._events = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
+        self._events = ThreadPoolExecutor(max_workers=EVENT_THREADS, thread_name_prefix="events")
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
