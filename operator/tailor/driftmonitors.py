@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from pydantic import ValidationError
 
 from tailor import metrics
@@ -33,8 +32,6 @@ from tailor.api.common import parse_duration
 from tailor.api.driftmonitor import DriftMonitorSpec
 from tailor.api.trainingjob import TrainingJobSpec
 from tailor.conditions import find, upsert
-from tailor.drift import CheckSettings, ReferenceProfile, read_log_batches, run_check
-from tailor.drift.logs import s3_filesystem
 from tailor.k8s import Conflict, Kube, Obj
 from tailor.settings import OperatorSettings
 
@@ -146,6 +143,11 @@ class DriftMonitorController:
             self._fail(body, status, c.REASON_INVALID_SPEC, str(error.errors()[0]["msg"]),
                        stalled=True)
             return
+        # The drift stack (numpy, scipy, pyarrow: about 150 MiB resident) is imported on the
+        # first check, so an operator without DriftMonitors never carries it.
+        from tailor.drift import CheckSettings, ReferenceProfile, read_log_batches, run_check
+        from tailor.drift.logs import s3_filesystem
+
         try:
             storage = self._storage(key[0], spec)
             profile_uri = self._profile_uri(key[0], spec)
@@ -297,6 +299,8 @@ class DriftMonitorController:
 
     @staticmethod
     def _read_json(uri: str, storage: dict[str, Any]) -> dict[str, Any]:
+        import boto3  # with the drift stack, on the first check
+
         s3 = boto3.client("s3", endpoint_url=storage.get("endpoint"),
                           region_name=storage.get("region"),
                           aws_access_key_id=storage.get("access_key"),
