@@ -71,10 +71,11 @@ class Kube:
             except config.ConfigException:
                 config.load_kube_config()  # type: ignore[no-untyped-call]
             configuration = client.Configuration.get_default_copy()
-            # As many connections as threads that make requests (Kopf's handler threads, the
-            # Event posters, housekeeping, drift checks, the webhook): a pool smaller than its
-            # threads makes urllib3 drop connections and pay a TLS handshake for each new one.
-            configuration.connection_pool_maxsize = POOL_SIZE + EVENT_THREADS + 4
+            # As many connections as threads that make requests (Kopf's handler threads, as
+            # many creating Services, the Event posters, housekeeping, drift checks, the
+            # webhook): a pool smaller than its threads makes urllib3 drop connections and
+            # pay a TLS handshake for each new one.
+            configuration.connection_pool_maxsize = 2 * POOL_SIZE + EVENT_THREADS + 4
             api_client = client.ApiClient(configuration)
         self.api_client = api_client
         rest_client = api_client.rest_client
