@@ -98,12 +98,17 @@ class TrainingJobController:
         return key in self._seen_jobs and self._seen_jobs[key] == lifecycle.job_essence(job)
 
     # ------------------------------------------------------------------ reconcile
-    def reconcile(self, body: Obj, job: Obj | None, *, job_known: bool = True) -> None:
+    def reconcile(self, body: Obj, job: Obj | None, *, job_known: bool = True,
+                  unless: Callable[[], bool] | None = None) -> None:
         """Bring one TrainingJob a step closer to done. `job` is its worker Job as last seen
-        (None if none exists); with `job_known=False` it is read from the API."""
+        (None if none exists); with `job_known=False` it is read from the API. `unless` is
+        the event filter again, asked once the job's lock is held: the step that held it may
+        just have acted on what this event shows."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         started = time.monotonic()
         with self._lock(key):
+            if unless is not None and unless():
+                return
             try:
                 self._reconcile(key, body, job, job_known)
             except Exception:
@@ -152,21 +157,30 @@ class TrainingJobController:
                 for cond in job.get("status", {}).get("conditions", []) or []):
             pods = self.kube.list_pods(
                 key[0], f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
-        decision = lifecycle.assess(body, spec, job, pods, utcnow())
+        now = utcnow()
+        decision = lifecycle.assess(body, spec, job, pods, now)
+        status = decision.status
         if decision.action == "create":
             # Children first: creating them is idempotent (deterministic names), so a crash
             # before the status patch below only repeats this step. Both at once: neither
             # needs the other.
             service = self._services.submit(self.kube.create, build_service(ref))
             image = spec.image or self.settings.trainer_image
-            self.kube.create(build_worker_job(spec, raw_spec, ref, image=image,
-                                              attempt=decision.attempt,
-                                              deadline_seconds=decision.deadline_seconds))
+            created = self.kube.create(build_worker_job(spec, raw_spec, ref, image=image,
+                                                        attempt=decision.attempt,
+                                                        deadline_seconds=decision.deadline_seconds))
             service.result()
+            if created is not None:
+                # The status says what is true once the Job exists (workers starting, or
+                # queued), as the reconcile of the Job's own ADDED event would have: that
+                # event then changes nothing and is skipped, saving a patch per job.
+                after = lifecycle.assess({**body, "status": status}, spec, created, None, now)
+                if after.action == "none":
+                    status, job = after.status, created
         old_status = body.get("status") or {}
-        if decision.status != old_status:
+        if status != old_status:
             # Before any deletion: a restart is counted in status before the old group goes.
-            patched = self.kube.patch_trainingjob_status(body, decision.status)
+            patched = self.kube.patch_trainingjob_status(body, status)
             if patched is None:
                 return
             self._latest[key] = slim(patched)
@@ -175,7 +189,7 @@ class TrainingJobController:
             self.kube.delete_job(key[0], job["metadata"]["name"], job["metadata"]["uid"])
         for event in decision.events:
             self._events.submit(self.kube.event, body, event.type, event.reason, event.message)
-        self._record_transition(key, old_status, decision.status)
+        self._record_transition(key, old_status, status)
         # Only now is the step complete: an event of what it wrote or saw may be skipped.
         if written is not None:
             self._written[key] = written

@@ -68,18 +68,25 @@ def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, nam
         return
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
-    controller().reconcile(slim(body), _one(worker_job_index, (namespace, name)))
+    body_now = slim(body)
+    controller().reconcile(body_now, _one(worker_job_index, (namespace, name)),
+                           unless=lambda: controller().is_own_write(body_now))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=WORKER_JOBS, when=_worker_job_may_change)
 def worker_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labels: kopf.Labels,
                      trainingjob_index: kopf.Index[tuple[str, str], dict[str, Any]],
                      **_: Any) -> None:
-    parent = _one(trainingjob_index, (namespace, labels[LABEL_TRAININGJOB]))
+    parent_name = labels[LABEL_TRAININGJOB]
+    parent = _one(trainingjob_index, (namespace, parent_name))
     if parent is None or parent["metadata"].get("deletionTimestamp"):
         return
     owner_uids = {o.get("uid") for o in body.get("metadata", {}).get("ownerReferences", [])}
     if parent["metadata"]["uid"] not in owner_uids:
         return  # a child of an earlier TrainingJob with the same name
-    job = None if event["type"] == "DELETED" else slim(body, keep_spec=False)
-    controller().reconcile(parent, job)
+    if event["type"] == "DELETED":
+        controller().reconcile(parent, None)
+        return
+    job = slim(body, keep_spec=False)
+    controller().reconcile(parent, job,
+                           unless=lambda: controller().job_seen(namespace, parent_name, job))

@@ -11,6 +11,7 @@ import kopf
 import pytest
 from prometheus_client import REGISTRY
 from tailor import lifecycle
+from tailor.conditions import find
 from tailor.k8s import Conflict, Kube, Obj
 from tailor.settings import OperatorSettings
 from tailor.trainingjobs import TrainingJobController
@@ -88,12 +89,36 @@ def controller(kube: FakeKube) -> TrainingJobController:
     return TrainingJobController(kube, OperatorSettings())
 
 
-def test_the_first_reconcile_creates_both_children_then_patches_status(
+def reason(body: Obj | None, kind: str) -> str:
+    assert body is not None
+    found = find(body["status"]["conditions"], kind)
+    assert found is not None
+    return str(found["reason"])
+
+
+def test_the_first_reconcile_creates_both_children_then_patches_what_is_true_after(
         kube: FakeKube, controller: TrainingJobController) -> None:
     controller.reconcile(kube.add_trainingjob("a"), None)
     assert sorted(kube.calls[:2]) == ["create Job", "create Service"]
-    assert kube.calls[2] == "patch status"
+    assert kube.calls[2:] == ["patch status", "event Created"] or \
+        kube.calls[2:] == ["event Created", "patch status"]
     assert ("Service", "ns", "a") in kube.objects and ("Job", "ns", "a-worker") in kube.objects
+    # One patch: the Job exists, so its workers are starting (what the reconcile of the
+    # Job's ADDED event would have said), and that event is already seen.
+    body = kube.get_trainingjob("ns", "a")
+    assert reason(body, "Reconciling") == "WorkersStarting"
+    assert body is not None and body["status"]["phase"] == "Pending"
+    assert body["status"]["startTime"] and body["status"]["workers"]["active"] == 0
+    job = kube.get_job("ns", "a-worker")
+    assert job is not None and controller.job_seen("ns", "a", job)
+
+
+def test_a_queued_job_is_reported_queued_by_the_reconcile_that_creates_it(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    controller.reconcile(kube.add_trainingjob("q", {**SPEC, "scheduling": {"queueName": "team"}}), None)
+    job = kube.get_job("ns", "q-worker")
+    assert job is not None and job["spec"]["suspend"] is True
+    assert reason(kube.get_trainingjob("ns", "q"), "Reconciling") == "Queued"
 
 
 def test_our_own_status_patch_is_recognised_and_nothing_else(
@@ -117,10 +142,8 @@ def test_a_worker_job_update_of_fields_the_controller_never_reads_is_already_see
         kube: FakeKube, controller: TrainingJobController) -> None:
     controller.reconcile(kube.add_trainingjob("a"), None)
     job = kube.get_job("ns", "a-worker")
-    assert job is not None
-    assert not controller.job_seen("ns", "a", job)  # the reconcile saw no Job yet
-    controller.reconcile(kube.get_trainingjob("ns", "a") or {}, job)
-    assert controller.job_seen("ns", "a", job)
+    assert job is not None and controller.job_seen("ns", "a", job)
+    assert not controller.job_seen("ns", "b", job)  # no reconcile of b yet
     noise = copy.deepcopy(job)
     noise["metadata"]["resourceVersion"] = "555"
     noise["status"] = {"startTime": "2026-01-01T00:00:00Z", "terminating": 0,
