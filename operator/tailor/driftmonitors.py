@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from pydantic import ValidationError
 
 from tailor import metrics
@@ -37,9 +36,6 @@ from tailor.api.common import parse_duration
 from tailor.api.driftmonitor import DriftMonitorSpec
 from tailor.api.trainingjob import TrainingJobSpec
 from tailor.conditions import find, upsert
-from tailor.drift import CheckSettings, LabelIndex, ReferenceProfile, read_log_batches, run_check
-from tailor.drift.logs import s3_filesystem
-from tailor.drift.production import LabelledExamples, ProductionColumns, write_parquet
 from tailor.k8s import Conflict, Kube, Obj
 from tailor.settings import OperatorSettings
 
@@ -165,6 +161,11 @@ class DriftMonitorController:
             self._fail(body, status, c.REASON_INVALID_SPEC, str(error.errors()[0]["msg"]),
                        stalled=True)
             return
+        # The drift stack (numpy, scipy, pyarrow: about 150 MiB resident) is imported on the
+        # first check, so an operator without DriftMonitors never carries it.
+        from tailor.drift import CheckSettings, ReferenceProfile, read_log_batches, run_check
+        from tailor.drift.logs import s3_filesystem
+
         try:
             storage = self._storage(key[0], spec)
             profile_uri = self._profile_uri(key[0], spec)
@@ -316,6 +317,8 @@ class DriftMonitorController:
 
     @staticmethod
     def _read_json(uri: str, storage: dict[str, Any]) -> dict[str, Any]:
+        import boto3  # with the drift stack, on the first check
+
         s3 = boto3.client("s3", endpoint_url=storage.get("endpoint"),
                           region_name=storage.get("region"),
                           aws_access_key_id=storage.get("access_key"),
@@ -440,6 +443,10 @@ class DriftMonitorController:
         if uri not in present and len(present) >= MAX_ADDITIONAL_URIS:
             return (f"production data not folded in: the template already names "
                     f"{MAX_ADDITIONAL_URIS} additional URIs")
+        from tailor.drift import LabelIndex, ReferenceProfile, read_log_batches
+        from tailor.drift.logs import s3_filesystem
+        from tailor.drift.production import LabelledExamples, ProductionColumns, write_parquet
+
         storage = self._storage(namespace, spec)
         filesystem = s3_filesystem(**storage)
         profile = ReferenceProfile.from_json(

@@ -13,7 +13,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -22,7 +22,8 @@ from tailor import metrics
 from tailor.api.constants import DRIFTMONITOR_PLURAL, GROUP, TRAININGJOB_PLURAL, VERSION
 
 Obj = dict[str, Any]
-POOL_SIZE = 32
+POOL_SIZE = 32  # Kopf's handler threads
+EVENT_THREADS = 4  # threads that post Events
 
 
 class Conflict(Exception):
@@ -57,6 +58,12 @@ def _resource_of(url: str) -> str:
 
 
 class Kube:
+    """Plain JSON requests through the Kubernetes client's connection pool and credentials.
+
+    The generated API methods validate arguments and convert bodies through pydantic models
+    on every call; at a thousand jobs that was a large share of the operator's CPU, so the
+    controllers send and receive dicts as they are."""
+
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
             try:
@@ -64,9 +71,11 @@ class Kube:
             except config.ConfigException:
                 config.load_kube_config()  # type: ignore[no-untyped-call]
             configuration = client.Configuration.get_default_copy()
-            # As many connections as reconcile threads: a pool too small for its threads makes
-            # urllib3 drop connections and pay a TLS handshake for each new one.
-            configuration.connection_pool_maxsize = POOL_SIZE
+            # As many connections as threads that make requests (Kopf's handler threads, as
+            # many creating Services, the Event posters, housekeeping, drift checks, the
+            # webhook): a pool smaller than its threads makes urllib3 drop connections and
+            # pay a TLS handshake for each new one.
+            configuration.connection_pool_maxsize = 2 * POOL_SIZE + EVENT_THREADS + 4
             api_client = client.ApiClient(configuration)
         self.api_client = api_client
         rest_client = api_client.rest_client
@@ -82,66 +91,71 @@ class Kube:
                 metrics.API_REQUESTS.labels(method, _resource_of(url), code).inc()
 
         rest_client.request = counted  # type: ignore[method-assign]
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
 
-    @staticmethod
-    def _json(response: Any) -> Obj:
-        result: Obj = json.loads(response.data)
+    def _call(self, method: str, path: str, body: Any = None, *,
+              query: Mapping[str, str] | None = None,
+              content_type: str = "application/json") -> Obj:
+        """One request; the decoded JSON answer. Raises ApiException on a non-2xx status."""
+        api = self.api_client
+        headers = {**api.default_headers, "Accept": "application/json",
+                   "Content-Type": content_type}
+        api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        url = f"{api.configuration.host}{path}"
+        if query:
+            url = f"{url}?{urlencode(query)}"
+        response = api.rest_client.request(  # type: ignore[no-untyped-call]
+            method, url, headers=headers, body=body)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"),
+                                             data=None)
+        result: Obj = json.loads(data)
         return result
 
     # --------------------------------------------------------------- children
     def create(self, obj: Obj) -> Obj | None:
         """Create a Service or Job; None if it exists already (names are deterministic)."""
         ns = obj["metadata"]["namespace"]
+        prefixes = {"Service": "/api/v1", "Job": "/apis/batch/v1"}
+        if obj["kind"] not in prefixes:
+            raise ValueError(obj["kind"])
+        plural = obj["kind"].lower() + "s"
         try:
-            # The client serializes dicts as they are; its stubs only name its model classes.
-            response: Any
-            if obj["kind"] == "Service":
-                response = self.core.create_namespaced_service(
-                    ns, obj, _preload_content=False)  # type: ignore[arg-type]
-            elif obj["kind"] == "Job":
-                response = self.batch.create_namespaced_job(
-                    ns, obj, _preload_content=False)  # type: ignore[arg-type]
-            else:
-                raise ValueError(obj["kind"])
+            return self._call("POST", f"{prefixes[obj['kind']]}/namespaces/{ns}/{plural}", obj)
         except ApiException as error:
             if error.status == 409:
                 return None
             raise
-        return self._json(response)
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return self._json(self.batch.read_namespaced_job(name, namespace,
-                                                             _preload_content=False))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return self._get_or_none(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
 
     def delete_job(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Foreground deletion: the Job disappears only after its pods are gone, so a new
         worker group never overlaps the old one."""
-        body = client.V1DeleteOptions(propagation_policy="Foreground",
-                                      preconditions=client.V1Preconditions(uid=uid)
-                                      if uid else None)
+        options: Obj = {"apiVersion": "v1", "kind": "DeleteOptions",
+                        "propagationPolicy": "Foreground"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            self.batch.delete_namespaced_job(name, namespace, body=body)
+            self._call("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", options)
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
 
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
-        response = self.core.list_namespaced_pod(namespace, label_selector=selector,
-                                                 _preload_content=False)
-        items: list[Obj] = self._json(response)["items"]
+        items: list[Obj] = self._call("GET", f"/api/v1/namespaces/{namespace}/pods",
+                                      query={"labelSelector": selector})["items"]
         return items
 
     # --------------------------------------------------------------- TrainingJobs
+    @staticmethod
+    def _custom_path(plural: str, namespace: str, name: str = "") -> str:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+        return f"{path}/{name}" if name else path
+
     def get_trainingjob(self, namespace: str, name: str) -> Obj | None:
-        return self._get(TRAININGJOB_PLURAL, namespace, name)
+        return self._get_or_none(self._custom_path(TRAININGJOB_PLURAL, namespace, name))
 
     def patch_trainingjob_status(self, body: Obj, status: Obj, *, precondition: bool = True
                                  ) -> Obj | None:
@@ -149,9 +163,9 @@ class Kube:
 
     def delete_trainingjob(self, namespace: str, name: str, uid: str) -> None:
         try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, TRAININGJOB_PLURAL, name,
-                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)))
+            self._call("DELETE", self._custom_path(TRAININGJOB_PLURAL, namespace, name),
+                       {"apiVersion": "v1", "kind": "DeleteOptions",
+                        "preconditions": {"uid": uid}})
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
@@ -159,18 +173,16 @@ class Kube:
     def create_trainingjob(self, obj: Obj) -> Obj | None:
         """Create a TrainingJob; None if one of that name exists (names are deterministic)."""
         try:
-            return self._json(self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, obj["metadata"]["namespace"], TRAININGJOB_PLURAL, obj,
-                _preload_content=False))
+            return self._call("POST", self._custom_path(TRAININGJOB_PLURAL,
+                                                        obj["metadata"]["namespace"]), obj)
         except ApiException as error:
             if error.status == 409:
                 return None
             raise
 
     def list_trainingjobs(self, namespace: str, selector: str) -> list[Obj]:
-        items: list[Obj] = self._json(self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, TRAININGJOB_PLURAL, label_selector=selector,
-            _preload_content=False))["items"]
+        items: list[Obj] = self._call("GET", self._custom_path(TRAININGJOB_PLURAL, namespace),
+                                      query={"labelSelector": selector})["items"]
         return items
 
     # --------------------------------------------------------------- DriftMonitors
@@ -186,10 +198,9 @@ class Kube:
         patch: Obj = {"status": status}
         if precondition:
             patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+        path = self._custom_path(plural, meta["namespace"], meta["name"]) + "/status"
         try:
-            return self._json(self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
-                _preload_content=False))
+            return self._call("PATCH", path, patch, content_type="application/merge-patch+json")
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(meta["name"]) from error
@@ -198,12 +209,11 @@ class Kube:
             raise
 
     def get_driftmonitor(self, namespace: str, name: str) -> Obj | None:
-        return self._get(DRIFTMONITOR_PLURAL, namespace, name)
+        return self._get_or_none(self._custom_path(DRIFTMONITOR_PLURAL, namespace, name))
 
-    def _get(self, plural: str, namespace: str, name: str) -> Obj | None:
+    def _get_or_none(self, path: str) -> Obj | None:
         try:
-            return self._json(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, _preload_content=False))
+            return self._call("GET", path)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -211,13 +221,9 @@ class Kube:
 
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret a spec references by name (get only: never list or watch)."""
-        try:
-            secret = self._json(self.core.read_namespaced_secret(name, namespace,
-                                                                 _preload_content=False))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        secret = self._get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        if secret is None:
+            return None
         value = (secret.get("data") or {}).get(key)
         return base64.b64decode(value).decode() if value is not None else None
 
@@ -238,4 +244,4 @@ class Kube:
         }
         # An Event is best-effort; the status carries the same information.
         with contextlib.suppress(ApiException):
-            self.core.create_namespaced_event(meta["namespace"], event)  # type: ignore[arg-type]
+            self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)

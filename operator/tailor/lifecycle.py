@@ -69,6 +69,23 @@ def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return condition if condition is not None and condition.get("status") == "True" else None
 
 
+def job_essence(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """Everything `assess` and the controller read of a worker Job: two copies with the same
+    essence lead to the same decision, so an event that leaves it unchanged needs no
+    reconcile (the Job controller's many status updates mostly touch other fields)."""
+    if job is None:
+        return None
+    meta, status = job.get("metadata", {}), job.get("status") or {}
+    finished = tuple((cond.get("type"), cond.get("reason"))
+                     for cond in status.get("conditions") or []
+                     if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True")
+    return (meta.get("uid"), meta.get("name"), bool(meta.get("deletionTimestamp")),
+            (meta.get("annotations") or {}).get(ANNOTATION_ATTEMPT),
+            bool((job.get("spec") or {}).get("suspend")),
+            *(int(status.get(k, 0) or 0) for k in ("active", "ready", "succeeded", "failed")),
+            finished)
+
+
 def worker_index(pod: dict[str, Any]) -> int:
     return int(pod["metadata"].get("labels", {}).get(INDEX_LABEL, "0"))
 

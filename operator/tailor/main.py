@@ -26,13 +26,29 @@ log = logging.getLogger("tailor")
 _stop = threading.Event()
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf keeps a "last handled" copy of each object only for change-detecting handlers
+    (on.create, on.update, on.resume, daemons); Tailor has none, only event handlers and
+    indexes, yet Kopf would still deep-copy every object on every event to build it. Nothing
+    is stored, so nothing is written either. tests/unit/operator/test_handlers.py keeps the
+    registry free of handlers that would need one."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=KOPF_ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     # The controllers post their own Events, one per transition, not one per handler call.
     settings.posting.enabled = False
     settings.peering.standalone = True

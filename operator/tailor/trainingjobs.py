@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,7 +31,7 @@ from tailor.builders.trainingjob import (
 )
 from tailor.conditions import now as utcnow
 from tailor.conditions import upsert
-from tailor.k8s import Conflict, Kube, Obj, slim
+from tailor.k8s import EVENT_THREADS, POOL_SIZE, Conflict, Kube, Obj, slim
 from tailor.settings import OperatorSettings
 
 log = logging.getLogger("tailor.trainingjobs")
@@ -57,9 +58,18 @@ class TrainingJobController:
         # The newest copy of each TrainingJob this process has seen or written: Kopf's watch
         # may deliver our own status patch after an event of a child.
         self._latest: dict[tuple[str, str], Obj] = {}
+        # What the last completed reconcile of each job acted on: the (uid, resourceVersion)
+        # its guarded status patch produced, and the essence of the worker Job it saw. Kopf's
+        # event filters read them (see handlers/trainingjob.py) to skip events that cannot
+        # change a decision: our own patch coming back, a Job update of fields we never read.
+        self._written: dict[tuple[str, str], tuple[str, str]] = {}
+        self._seen_jobs: dict[tuple[str, str], tuple[Any, ...] | None] = {}
         self._phases: dict[tuple[str, str], str] = {}
+        self._phase_counts: Counter[tuple[str, str]] = Counter()
         # Events are best-effort and off the reconcile's critical path.
-        self._events = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
+        self._events = ThreadPoolExecutor(max_workers=EVENT_THREADS, thread_name_prefix="events")
+        # A new job's Service is created alongside its worker Job, not before it.
+        self._services = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="services")
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -68,16 +78,37 @@ class TrainingJobController:
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         self._latest.pop(key, None)
-        self._phases.pop(key, None)
-        self._refresh_phase_gauge()
+        self._written.pop(key, None)
+        self._seen_jobs.pop(key, None)
+        self._set_phase(key, None)
+
+    # ------------------------------------------------------------------ event filters
+    def is_own_write(self, body: Obj) -> bool:
+        """Whether this TrainingJob is exactly what our last completed reconcile wrote: that
+        reconcile already decided from this spec and status, and any later change of the
+        worker Job comes with an event of its own."""
+        meta = body.get("metadata", {})
+        written = self._written.get((meta.get("namespace"), meta.get("name")))
+        return written is not None and written == (meta.get("uid"), meta.get("resourceVersion"))
+
+    def job_seen(self, namespace: str, name: str, job: Obj) -> bool:
+        """Whether the last completed reconcile of TrainingJob `name` saw a worker Job with the
+        same essence as `job` (so reconciling again would decide the same)."""
+        key = (namespace, name)
+        return key in self._seen_jobs and self._seen_jobs[key] == lifecycle.job_essence(job)
 
     # ------------------------------------------------------------------ reconcile
-    def reconcile(self, body: Obj, job: Obj | None, *, job_known: bool = True) -> None:
+    def reconcile(self, body: Obj, job: Obj | None, *, job_known: bool = True,
+                  unless: Callable[[], bool] | None = None) -> None:
         """Bring one TrainingJob a step closer to done. `job` is its worker Job as last seen
-        (None if none exists); with `job_known=False` it is read from the API."""
+        (None if none exists); with `job_known=False` it is read from the API. `unless` is
+        the event filter again, asked once the job's lock is held: the step that held it may
+        just have acted on what this event shows."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         started = time.monotonic()
         with self._lock(key):
+            if unless is not None and unless():
+                return
             try:
                 self._reconcile(key, body, job, job_known)
             except Exception:
@@ -119,33 +150,50 @@ class TrainingJobController:
         except ValidationError as error:
             self._stall(body, f"the spec does not parse: {error.errors()[0]['msg']}")
             return
+        written: tuple[str, str] | None = None
         pods = None
         if job is not None and any(
                 cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
                 for cond in job.get("status", {}).get("conditions", []) or []):
             pods = self.kube.list_pods(
                 key[0], f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
-        decision = lifecycle.assess(body, spec, job, pods, utcnow())
+        now = utcnow()
+        decision = lifecycle.assess(body, spec, job, pods, now)
+        status = decision.status
         if decision.action == "create":
             # Children first: creating them is idempotent (deterministic names), so a crash
-            # before the status patch below only repeats this step.
-            self.kube.create(build_service(ref))
+            # before the status patch below only repeats this step. Both at once: neither
+            # needs the other.
+            service = self._services.submit(self.kube.create, build_service(ref))
             image = spec.image or self.settings.trainer_image
-            self.kube.create(build_worker_job(spec, raw_spec, ref, image=image,
-                                              attempt=decision.attempt,
-                                              deadline_seconds=decision.deadline_seconds))
+            created = self.kube.create(build_worker_job(spec, raw_spec, ref, image=image,
+                                                        attempt=decision.attempt,
+                                                        deadline_seconds=decision.deadline_seconds))
+            service.result()
+            if created is not None:
+                # The status says what is true once the Job exists (workers starting, or
+                # queued), as the reconcile of the Job's own ADDED event would have: that
+                # event then changes nothing and is skipped, saving a patch per job.
+                after = lifecycle.assess({**body, "status": status}, spec, created, None, now)
+                if after.action == "none":
+                    status, job = after.status, created
         old_status = body.get("status") or {}
-        if decision.status != old_status:
+        if status != old_status:
             # Before any deletion: a restart is counted in status before the old group goes.
-            patched = self.kube.patch_trainingjob_status(body, decision.status)
+            patched = self.kube.patch_trainingjob_status(body, status)
             if patched is None:
                 return
             self._latest[key] = slim(patched)
+            written = (patched["metadata"]["uid"], patched["metadata"]["resourceVersion"])
         if decision.action == "delete" and job is not None:
             self.kube.delete_job(key[0], job["metadata"]["name"], job["metadata"]["uid"])
         for event in decision.events:
             self._events.submit(self.kube.event, body, event.type, event.reason, event.message)
-        self._record_transition(key, old_status, decision.status)
+        self._record_transition(key, old_status, status)
+        # Only now is the step complete: an event of what it wrote or saw may be skipped.
+        if written is not None:
+            self._written[key] = written
+        self._seen_jobs[key] = lifecycle.job_essence(job)
 
     def _stall(self, body: Obj, message: str) -> None:
         status = dict(body.get("status") or {})
@@ -160,8 +208,7 @@ class TrainingJobController:
     # ------------------------------------------------------------------ metrics
     def _record_transition(self, key: tuple[str, str], old: Obj, new: Obj) -> None:
         phase = new.get("phase", "Pending")
-        self._phases[key] = phase
-        self._refresh_phase_gauge()
+        self._set_phase(key, phase)
         if old.get("phase") != phase and phase in ("Succeeded", "Failed") and \
                 new.get("startTime") and new.get("completionTime"):
             duration = lifecycle._seconds_between(new["startTime"], new["completionTime"])
@@ -169,11 +216,25 @@ class TrainingJobController:
         if new.get("workers", {}).get("restarts", 0) > old.get("workers", {}).get("restarts", 0):
             metrics.RESTARTS.labels(key[0], new.get("failure", {}).get("reason", "")).inc()
 
-    def _refresh_phase_gauge(self) -> None:
-        counts = Counter((namespace, phase) for (namespace, _), phase in self._phases.items())
-        metrics.TRAININGJOBS.clear()
-        for (namespace, phase), count in counts.items():
-            metrics.TRAININGJOBS.labels(namespace, phase).set(count)
+    def _set_phase(self, key: tuple[str, str], phase: str | None) -> None:
+        """Keep `tailor_trainingjobs{namespace,phase}` by counting transitions (a recount of
+        every job on each reconcile was quadratic in the number of jobs)."""
+        with self._locks_guard:
+            old = self._phases.pop(key, None)
+            if phase is not None:
+                self._phases[key] = phase
+            if old == phase:
+                return
+            for label, change in ((old, -1), (phase, 1)):
+                if label is None:
+                    continue
+                counted = (key[0], label)
+                self._phase_counts[counted] += change
+                if self._phase_counts[counted] > 0:
+                    metrics.TRAININGJOBS.labels(*counted).set(self._phase_counts[counted])
+                else:
+                    del self._phase_counts[counted]
+                    metrics.TRAININGJOBS.remove(*counted)
 
     # ------------------------------------------------------------------ housekeeping
     def housekeeping(self, trainingjobs: Callable[[], list[Obj]]) -> None:

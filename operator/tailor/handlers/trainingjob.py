@@ -4,6 +4,11 @@ Level-triggered: every event of a TrainingJob or of its worker Job reconciles th
 from what is observed now. Kopf keeps two in-memory indexes (TrainingJobs, worker Jobs by
 their TrainingJob), so a reconcile needs no read of either. No handler needs a finalizer:
 children are owned, and the garbage collector removes them with the TrainingJob.
+
+Two filters, run on Kopf's event loop before a handler thread is taken, drop the updates that
+cannot change a decision: our own status patch coming back, and a worker Job update that leaves
+everything the controller reads unchanged (most of the Job controller's status updates). The
+indexes are async for the same reason: a slim copy is cheaper than a hop to a thread.
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ WORKER_JOBS = {LABEL_COMPONENT: COMPONENT_WORKERS, LABEL_TRAININGJOB: kopf.PRESE
 
 
 @kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL)
-def trainingjob_index(namespace: str, name: str, body: kopf.Body, **_: Any
+async def trainingjob_index(namespace: str, name: str, body: kopf.Body, **_: Any
                       ) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, name): slim(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=WORKER_JOBS)
-def worker_job_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+async def worker_job_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
                      ) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, labels[LABEL_TRAININGJOB]): slim(body, keep_spec=False)}
 
@@ -44,7 +49,17 @@ def _one(index: kopf.Index[tuple[str, str], dict[str, Any]], key: tuple[str, str
     return next(iter(store), None) if store else None
 
 
-@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL)
+def _trainingjob_may_change(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    return type != "MODIFIED" or not controller().is_own_write(body)
+
+
+def _worker_job_may_change(type: str | None, body: kopf.Body, namespace: str,
+                           labels: kopf.Labels, **_: Any) -> bool:
+    return type != "MODIFIED" or not controller().job_seen(namespace, labels[LABEL_TRAININGJOB],
+                                                           body)
+
+
+@kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL, when=_trainingjob_may_change)
 def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str,
                       worker_job_index: kopf.Index[tuple[str, str], dict[str, Any]],
                       **_: Any) -> None:
@@ -53,18 +68,25 @@ def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, nam
         return
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
-    controller().reconcile(slim(body), _one(worker_job_index, (namespace, name)))
+    body_now = slim(body)
+    controller().reconcile(body_now, _one(worker_job_index, (namespace, name)),
+                           unless=lambda: controller().is_own_write(body_now))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=WORKER_JOBS)
+@kopf.on.event("batch", "v1", "jobs", labels=WORKER_JOBS, when=_worker_job_may_change)
 def worker_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labels: kopf.Labels,
                      trainingjob_index: kopf.Index[tuple[str, str], dict[str, Any]],
                      **_: Any) -> None:
-    parent = _one(trainingjob_index, (namespace, labels[LABEL_TRAININGJOB]))
+    parent_name = labels[LABEL_TRAININGJOB]
+    parent = _one(trainingjob_index, (namespace, parent_name))
     if parent is None or parent["metadata"].get("deletionTimestamp"):
         return
     owner_uids = {o.get("uid") for o in body.get("metadata", {}).get("ownerReferences", [])}
     if parent["metadata"]["uid"] not in owner_uids:
         return  # a child of an earlier TrainingJob with the same name
-    job = None if event["type"] == "DELETED" else slim(body, keep_spec=False)
-    controller().reconcile(parent, job)
+    if event["type"] == "DELETED":
+        controller().reconcile(parent, None)
+        return
+    job = slim(body, keep_spec=False)
+    controller().reconcile(parent, job,
+                           unless=lambda: controller().job_seen(namespace, parent_name, job))

@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from tailor import driftmonitors
 from tailor.api.driftmonitor import DriftMonitorSpec
 from tailor.api.names import retrain_job_name
-from tailor.driftmonitors import DriftMonitorController
+from tailor.drift import logs as drift_logs
+from tailor.driftmonitors import DriftMonitorController, Trigger
 from tailor.settings import OperatorSettings
 
 
@@ -45,7 +45,8 @@ def stamp(t: float) -> str:
 def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """s3://bkt/... is tmp_path/b/...; the profile is read from there too."""
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    monkeypatch.setattr(driftmonitors, "s3_filesystem", lambda **_: fs)
+    # The controller imports the drift stack on first use, from tailor.drift.logs.
+    monkeypatch.setattr(drift_logs, "s3_filesystem", lambda **_: fs)
     monkeypatch.setattr(DriftMonitorController, "_read_json", staticmethod(
         lambda uri, storage: json.loads((tmp_path / uri.removeprefix("s3://")).read_text())))
     root = tmp_path / "bkt"
@@ -120,7 +121,7 @@ def test_nothing_is_folded_when_switched_off_or_the_job_has_no_data(bucket: Path
         kube = FakeKube()
         controller = DriftMonitorController(kube, OperatorSettings())  # type: ignore[arg-type]
         spec = DriftMonitorSpec.model_validate(body["spec"])
-        trigger = driftmonitors.Trigger("DriftDetected", "x", "drift", stamp(now - 3600),
+        trigger = Trigger("DriftDetected", "x", "drift", stamp(now - 3600),
                                         stamp(now))
         retrain = controller._retrain_object(body, spec, trigger)
         assert controller._create_retrain(body, spec, retrain, trigger)
@@ -139,7 +140,7 @@ def test_a_failed_write_creates_nothing_and_says_so(bucket: Path) -> None:
     kube = FakeKube()
     controller = DriftMonitorController(kube, OperatorSettings())  # type: ignore[arg-type]
     spec = DriftMonitorSpec.model_validate(body["spec"])
-    trigger = driftmonitors.Trigger("DriftDetected", "x", "drift", stamp(now - 3600), stamp(now))
+    trigger = Trigger("DriftDetected", "x", "drift", stamp(now - 3600), stamp(now))
     assert not controller._create_retrain(body, spec,
                                           controller._retrain_object(body, spec, trigger), trigger)
     assert kube.created == []

@@ -1,0 +1,232 @@
+"""The TrainingJob controller against an in-memory API: what it records for Kopf's event
+filters, its phase gauge, and the handlers it registers with Kopf."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import kopf
+import pytest
+from prometheus_client import REGISTRY
+from tailor import lifecycle
+from tailor.conditions import find
+from tailor.k8s import Conflict, Kube, Obj
+from tailor.settings import OperatorSettings
+from tailor.trainingjobs import TrainingJobController
+
+SPEC = {"task": "custom", "command": ["true"], "workers": 1}
+
+
+class FakeKube(Kube):
+    """The few calls the controller makes, kept in dicts; resourceVersions count up."""
+
+    def __init__(self) -> None:  # no API client
+        self.objects: dict[tuple[str, str, str], Obj] = {}
+        self.versions = itertools.count(100)
+        self.calls: list[str] = []
+        self.fail_delete = False
+
+    def add_trainingjob(self, name: str, spec: Obj | None = None) -> Obj:
+        body = {"apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob",
+                "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}",
+                             "generation": 1, "resourceVersion": str(next(self.versions))},
+                "spec": spec or SPEC}
+        self.objects[("TrainingJob", "ns", name)] = body
+        return copy.deepcopy(body)
+
+    def create(self, obj: Obj) -> Obj | None:
+        self.calls.append(f"create {obj['kind']}")
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if key in self.objects:
+            return None
+        created = copy.deepcopy(obj)
+        created["metadata"] |= {"uid": f"uid-{key[2]}",
+                                "resourceVersion": str(next(self.versions))}
+        self.objects[key] = created
+        return copy.deepcopy(created)
+
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        return copy.deepcopy(self.objects.get(("Job", namespace, name)))
+
+    def get_trainingjob(self, namespace: str, name: str) -> Obj | None:
+        return copy.deepcopy(self.objects.get(("TrainingJob", namespace, name)))
+
+    def patch_trainingjob_status(self, body: Obj, status: Obj, *, precondition: bool = True
+                                 ) -> Obj | None:
+        self.calls.append("patch status")
+        meta = body["metadata"]
+        current = self.objects.get(("TrainingJob", meta["namespace"], meta["name"]))
+        if current is None:
+            return None
+        if precondition and current["metadata"]["resourceVersion"] != meta["resourceVersion"]:
+            raise Conflict(meta["name"])
+        current["status"] = {**(current.get("status") or {}), **copy.deepcopy(status)}
+        current["metadata"]["resourceVersion"] = str(next(self.versions))
+        return copy.deepcopy(current)
+
+    def delete_job(self, namespace: str, name: str, uid: str | None = None) -> None:
+        self.calls.append("delete Job")
+        if self.fail_delete:
+            raise RuntimeError("the API server is unreachable")
+        self.objects.pop(("Job", namespace, name), None)
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        return []
+
+    def event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
+        self.calls.append(f"event {reason}")
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def controller(kube: FakeKube) -> TrainingJobController:
+    return TrainingJobController(kube, OperatorSettings())
+
+
+def reason(body: Obj | None, kind: str) -> str:
+    assert body is not None
+    found = find(body["status"]["conditions"], kind)
+    assert found is not None
+    return str(found["reason"])
+
+
+def test_the_first_reconcile_creates_both_children_then_patches_what_is_true_after(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    controller.reconcile(kube.add_trainingjob("a"), None)
+    assert sorted(kube.calls[:2]) == ["create Job", "create Service"]
+    assert kube.calls[2:] == ["patch status", "event Created"] or \
+        kube.calls[2:] == ["event Created", "patch status"]
+    assert ("Service", "ns", "a") in kube.objects and ("Job", "ns", "a-worker") in kube.objects
+    # One patch: the Job exists, so its workers are starting (what the reconcile of the
+    # Job's ADDED event would have said), and that event is already seen.
+    body = kube.get_trainingjob("ns", "a")
+    assert reason(body, "Reconciling") == "WorkersStarting"
+    assert body is not None and body["status"]["phase"] == "Pending"
+    assert body["status"]["startTime"] and body["status"]["workers"]["active"] == 0
+    job = kube.get_job("ns", "a-worker")
+    assert job is not None and controller.job_seen("ns", "a", job)
+
+
+def test_a_queued_job_is_reported_queued_by_the_reconcile_that_creates_it(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    controller.reconcile(kube.add_trainingjob("q", {**SPEC, "scheduling": {"queueName": "team"}}), None)
+    job = kube.get_job("ns", "q-worker")
+    assert job is not None and job["spec"]["suspend"] is True
+    assert reason(kube.get_trainingjob("ns", "q"), "Reconciling") == "Queued"
+
+
+def test_our_own_status_patch_is_recognised_and_nothing_else(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    body = kube.add_trainingjob("a")
+    assert not controller.is_own_write(body)
+    controller.reconcile(body, None)
+    echo = kube.get_trainingjob("ns", "a")
+    assert echo is not None and controller.is_own_write(echo)
+    # Someone else's change (a new resourceVersion) is never mistaken for ours.
+    edited = copy.deepcopy(echo)
+    edited["metadata"]["resourceVersion"] = "999"
+    assert not controller.is_own_write(edited)
+    # Nor is a new object of the same name that happens to carry the same version.
+    replaced = copy.deepcopy(echo)
+    replaced["metadata"]["uid"] = "another"
+    assert not controller.is_own_write(replaced)
+
+
+def test_a_worker_job_update_of_fields_the_controller_never_reads_is_already_seen(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    controller.reconcile(kube.add_trainingjob("a"), None)
+    job = kube.get_job("ns", "a-worker")
+    assert job is not None and controller.job_seen("ns", "a", job)
+    assert not controller.job_seen("ns", "b", job)  # no reconcile of b yet
+    noise = copy.deepcopy(job)
+    noise["metadata"]["resourceVersion"] = "555"
+    noise["status"] = {"startTime": "2026-01-01T00:00:00Z", "terminating": 0,
+                       "uncountedTerminatedPods": {}}
+    assert controller.job_seen("ns", "a", noise)
+    for change in ({"active": 1}, {"ready": 1}, {"failed": 1},
+                   {"conditions": [{"type": "Failed", "status": "True", "reason": "x"}]}):
+        changed = copy.deepcopy(job)
+        changed["status"] = change
+        assert not controller.job_seen("ns", "a", changed), change
+    deleting = copy.deepcopy(job)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert not controller.job_seen("ns", "a", deleting)
+
+
+def test_a_step_that_fails_after_its_patch_records_nothing_so_the_echo_retries_it(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    body = kube.add_trainingjob("a")
+    controller.reconcile(body, None)
+    job = kube.get_job("ns", "a-worker")
+    assert job is not None
+    # A failed worker group: the controller counts a restart in status, then deletes the Job.
+    failed = copy.deepcopy(job)
+    failed["status"] = {"failed": 1, "conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+    kube.objects[("TrainingJob", "ns", "a")]["spec"] = {**SPEC,
+                                                        "runPolicy": {"backoffLimit": 2}}
+    kube.fail_delete = True
+    with pytest.raises(RuntimeError):
+        controller.reconcile(kube.get_trainingjob("ns", "a") or {}, failed)
+    patched = kube.get_trainingjob("ns", "a")
+    assert patched is not None and patched["status"]["workers"]["restarts"] == 1
+    assert not controller.is_own_write(patched)
+    assert not controller.job_seen("ns", "a", failed)
+    # The echo of that patch reconciles again and finishes the step.
+    kube.fail_delete = False
+    controller.reconcile(patched, failed)
+    assert ("Job", "ns", "a-worker") not in kube.objects
+
+
+def gauge(namespace: str, phase: str) -> float | None:
+    return REGISTRY.get_sample_value("tailor_trainingjobs",
+                                     {"namespace": namespace, "phase": phase})
+
+
+def test_the_phase_gauge_counts_transitions(kube: FakeKube,
+                                            controller: TrainingJobController) -> None:
+    for name in ("g1", "g2", "g3"):
+        body = kube.add_trainingjob(name)
+        body["metadata"]["namespace"] = "gauge-ns"
+        kube.objects[("TrainingJob", "gauge-ns", name)] = copy.deepcopy(body)
+        controller.reconcile(body, None)
+    assert gauge("gauge-ns", "Pending") == 3
+    suspended = kube.get_trainingjob("gauge-ns", "g1")
+    assert suspended is not None
+    suspended["spec"] = {**SPEC, "runPolicy": {"suspend": True}}
+    kube.objects[("TrainingJob", "gauge-ns", "g1")] = copy.deepcopy(suspended)
+    controller.reconcile(suspended, None)
+    assert (gauge("gauge-ns", "Pending"), gauge("gauge-ns", "Suspended")) == (2, 1)
+    controller.forget("gauge-ns", "g1")
+    assert gauge("gauge-ns", "Suspended") is None and gauge("gauge-ns", "Pending") == 2
+
+
+def test_the_job_essence_ignores_what_assess_never_reads() -> None:
+    job: Obj = {"metadata": {"name": "a-worker", "uid": "u", "resourceVersion": "1",
+                             "annotations": {"tailor.dev/attempt": "0"}},
+                "spec": {"template": {"spec": {}}}, "status": {"active": 1}}
+    other: Any = copy.deepcopy(job)
+    other["metadata"]["resourceVersion"] = "2"
+    other["status"]["startTime"] = "2026-01-01T00:00:00Z"
+    other["status"]["conditions"] = [{"type": "SuccessCriteriaMet", "status": "True"}]
+    assert lifecycle.job_essence(job) == lifecycle.job_essence(other)
+    other["metadata"]["annotations"]["tailor.dev/attempt"] = "1"
+    assert lifecycle.job_essence(job) != lifecycle.job_essence(other)
+    assert lifecycle.job_essence(None) is None
+
+
+def test_the_operator_registers_no_handlers_that_need_kopfs_diff_base() -> None:
+    """main.NoDiffBase stores no "last handled" state: that is only right while every
+    handler is an event handler or an index."""
+    import tailor.main  # noqa: F401 (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    assert len(registry._watching.get_all_handlers()) == 2
