@@ -9,7 +9,10 @@ can be split across files, processes or time.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -34,6 +37,22 @@ GRID_CELLS = 1 << 16
 """Cells of the lookup grid that bins most values without a binary search (see EdgeBinner)."""
 GRID_MIN_VALUES = 4096
 """Batches smaller than this are binned by binary search: the grid's fixed cost is per call."""
+BIN_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that bin a large batch's numeric columns side by side (numpy releases the GIL)."""
+PARALLEL_MIN_VALUES = 1 << 18
+"""Batches with fewer numeric values than this are binned on the calling thread."""
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _binning_pool() -> ThreadPoolExecutor:
+    """One pool per process, shared by every check (its tasks never wait on each other)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(BIN_THREADS, thread_name_prefix="tailor-drift-bin")
+        return _pool
 
 
 class EdgeBinner:
@@ -49,6 +68,10 @@ class EdgeBinner:
 
     Values piled on the edges (discrete data) all need the search; after a batch where most did,
     the binner uses the search alone. Either way the counts are the same.
+
+    The batch-sized temporaries live in per-thread scratch buffers: allocated afresh for every
+    batch, glibc hands blocks this large back to the kernel on free, and the page faults of
+    the next batch's allocation cost twice the binning itself.
     """
 
     def __init__(self, edges: FloatArray) -> None:
@@ -64,13 +87,16 @@ class EdgeBinner:
         if grid is None or x.size < GRID_MIN_VALUES:
             idx = np.searchsorted(self.edges, x, side="right")
             return np.bincount(idx, minlength=bins), x, idx
-        cells = grid.cells(x)
+        work = _scratch(x.size)
+        cells = work.cells[: x.size]
+        _cells(x, grid.low, grid.scale, work.floats[: x.size], cells)
         per_cell = np.bincount(cells, minlength=GRID_CELLS)
-        searched = grid.ambiguous[cells]
+        searched = np.take(grid.ambiguous, cells, out=work.flags[: x.size])
         outer = x[searched]
         idx = np.searchsorted(self.edges, outer, side="right")
         per_cell[grid.ambiguous] = 0
-        running = np.concatenate(([0], np.cumsum(per_cell)))
+        running = work.running
+        np.cumsum(per_cell, out=running[1:])
         counts = np.diff(running[grid.bin_starts]) + np.bincount(idx, minlength=bins)
         if 2 * outer.size > x.size:
             self._grid = None
@@ -103,7 +129,7 @@ class _Grid:
         if m < 8 or not bool(np.all(np.isfinite(edges))):
             return None
         best: tuple[float, float, float] | None = None
-        for k in (1, 2, 5, 10):
+        for k in (0, 1, 2, 5, 10):
             lo, hi = float(edges[k]), float(edges[m - 1 - k])
             if hi <= lo:
                 break
@@ -124,14 +150,53 @@ class _Grid:
         return _cells(x, self.low, self.scale)
 
 
-def _cells(x: FloatArray, low: float, scale: float) -> npt.NDArray[np.intp]:
-    """``x``'s grid cell; monotone in ``x``. NaN lands in cell 0 (``fmax`` drops it)."""
+def _cells(
+    x: FloatArray,
+    low: float,
+    scale: float,
+    floats: FloatArray | None = None,
+    out: npt.NDArray[np.intp] | None = None,
+) -> npt.NDArray[np.intp]:
+    """``x``'s grid cell; monotone in ``x``. NaN lands in cell 0 (``fmax`` drops it).
+
+    ``floats`` and ``out`` (``x``'s size) are scratch space and the result's storage."""
     with np.errstate(over="ignore", invalid="ignore"):  # far values saturate: still monotone
-        t = np.subtract(x, low)
+        t = np.subtract(x, low, out=floats)
         np.multiply(t, scale, out=t)
     np.fmax(t, 0.0, out=t)
     np.fmin(t, GRID_CELLS - 1, out=t)
-    return t.astype(np.intp)
+    if out is None:
+        return t.astype(np.intp)
+    np.copyto(out, t, casting="unsafe")  # truncation, as astype
+    return out
+
+
+class _Scratch(threading.local):
+    """Each thread's buffers for EdgeBinner.count, grown to the largest batch seen."""
+
+    def __init__(self) -> None:
+        self.floats: FloatArray = np.empty(0)
+        self.cells: npt.NDArray[np.intp] = np.empty(0, np.intp)
+        self.flags: npt.NDArray[np.bool_] = np.empty(0, np.bool_)
+        self.running: IntArray = np.zeros(GRID_CELLS + 1, np.int64)  # [0] stays 0
+
+
+_SCRATCH = _Scratch()
+
+
+SCRATCH_MAX_VALUES = 1 << 20
+"""Larger batches get buffers of their own (freed after use): a thread keeps at most ~17 MiB."""
+
+
+def _scratch(size: int) -> _Scratch:
+    work = _SCRATCH
+    if work.floats.size < size:
+        fresh = _Scratch() if size > SCRATCH_MAX_VALUES else work
+        fresh.floats = np.empty(size)
+        fresh.cells = np.empty(size, np.intp)
+        fresh.flags = np.empty(size, np.bool_)
+        return fresh
+    return work
 
 
 @dataclass
@@ -339,6 +404,7 @@ class WindowAccumulator:
         n = table.num_rows
         self.rows += n
         text_cache: dict[str, dict[str, FloatArray]] = {}
+        numeric: list[tuple[NumericCounts, pa.ChunkedArray]] = []
         for name, counts in self.columns.items():
             source = self.text_sources.get(name)
             column_name = source if source is not None else name
@@ -353,7 +419,13 @@ class WindowAccumulator:
                     text_cache[source] = text_summaries(column)
                 counts.update(text_cache[source][name.split(":", 1)[1]])
             else:
-                counts.update(_floats(column))
+                numeric.append((counts, column))
+        # Each column's counts are its own, so columns can be binned in any order, at once.
+        if BIN_THREADS > 1 and len(numeric) > 1 and n * len(numeric) >= PARALLEL_MIN_VALUES:
+            list(_binning_pool().map(_bin, numeric))
+        else:
+            for job in numeric:
+                _bin(job)
         if self.prediction_column in table.column_names:
             predicted = table[self.prediction_column]
             self.predictions.update(predicted)
@@ -405,6 +477,11 @@ def in_window(
     if int(inside.sum()) == table.num_rows:
         return table, ts
     return table.filter(pa.array(inside)), ts[inside]
+
+
+def _bin(job: tuple[NumericCounts, pa.ChunkedArray]) -> None:
+    counts, column = job
+    counts.update(_floats(column))
 
 
 def _floats(column: pa.ChunkedArray | pa.Array) -> FloatArray:

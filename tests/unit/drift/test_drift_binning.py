@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
-from tailor.drift.profile import numeric_profile
-from tailor.drift.window import GRID_MIN_VALUES, EdgeBinner, NumericCounts
+from tailor.drift import window
+from tailor.drift.profile import ReferenceProfile, build_reference_profile, numeric_profile
+from tailor.drift.window import GRID_MIN_VALUES, EdgeBinner, NumericCounts, WindowAccumulator
 
 
 def _searchsorted_counts(edges, x):
@@ -71,3 +73,59 @@ def test_the_grid_is_used_on_continuous_data_and_dropped_on_discrete():
     discrete = EdgeBinner(numeric_profile(rng.integers(0, 200, 50_000).astype(float)).edges)
     discrete.count(rng.integers(0, 200, 50_000).astype(float))
     assert discrete._grid is None
+
+
+def _window(profile: ReferenceProfile, batch: pa.Table, monkeypatch: pytest.MonkeyPatch,
+            threads: int) -> WindowAccumulator:
+    monkeypatch.setattr(window, "BIN_THREADS", threads)
+    acc = WindowAccumulator.for_profile(profile)
+    acc.update(batch)
+    return acc
+
+
+def test_columns_binned_on_threads_count_exactly_as_on_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    n = window.PARALLEL_MIN_VALUES // 4  # 8 columns: well above the parallel threshold
+    columns = {f"f{j}": rng.standard_normal(n) * (j + 1) for j in range(8)}
+    columns["f3"][::97] = np.nan
+    profile = build_reference_profile(columns, ["a"] * n, classes=["a"])
+    shifted = pa.table({name: values + 0.3 for name, values in columns.items()})
+    serial = _window(profile, shifted, monkeypatch, 1)
+    threaded = _window(profile, shifted, monkeypatch, 4)
+    for name, counts in serial.columns.items():
+        other = threaded.columns[name]
+        assert isinstance(counts, NumericCounts) and isinstance(other, NumericCounts)
+        assert np.array_equal(counts.counts, other.counts), name
+        assert (counts.missing, counts.below_sum, counts.above_sum) == (
+            other.missing, other.below_sum, other.above_sum), name
+    assert serial.columns["f3"].missing > 0
+
+
+def test_a_non_numeric_column_fails_the_same_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(8)
+    n = window.PARALLEL_MIN_VALUES // 2
+    columns = {"a": rng.standard_normal(n), "b": rng.standard_normal(n)}
+    profile = build_reference_profile(columns, ["x"] * n, classes=["x"])
+    bad = pa.table({"a": columns["a"], "b": pa.array(["text"] * n)})
+    with pytest.raises(TypeError, match="a numeric feature holds string"):
+        _window(profile, bad, monkeypatch, 4)
+
+
+def test_batches_of_changing_sizes_reuse_the_scratch_and_count_exactly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Thread-local buffers are sliced to each batch; a batch above the cap gets its own.
+    monkeypatch.setattr(window, "SCRATCH_MAX_VALUES", 30_000)
+    monkeypatch.setattr(window, "_SCRATCH", window._Scratch())
+    rng = np.random.default_rng(11)
+    edges = numeric_profile(rng.normal(size=20_000)).edges
+    for size in (20_000, 5_000, 40_000, 25_000, 4_096):
+        x = np.concatenate([rng.normal(size=size - 300) * 1.2 + 0.1, _nasty(edges, rng, 75)])
+        counts = NumericCounts(edges, np.zeros(edges.size + 1, np.int64))
+        with np.errstate(over="ignore"):  # sums of the +-1.7e308 values overflow, in both
+            counts.update(x)
+            expected, missing, below, above = _searchsorted_counts(edges, x)
+        assert np.array_equal(counts.counts, expected), size
+        assert counts.missing == missing
+        assert (counts.below_sum, counts.above_sum) == (below, above)
+    assert window._SCRATCH.floats.size == 25_000  # the largest batch under the cap
