@@ -44,6 +44,8 @@ PROGRAM = textwrap.dedent("""
             gauges[contract.METRIC_EPOCH].set(step / steps)
             gauges[contract.METRIC_SAMPLES_PER_SECOND].set(32.0)
             gauges[contract.METRIC_ETA_SECONDS].set((steps - step) * 0.5)
+        # The simulated training step's own duration (work inside the pod, not a wait for a
+        # condition): long enough for the operator to scrape progress mid-run.
         time.sleep(float(os.environ.get("STEP_SECONDS", "0.5")))
     if rank == 0:
         summary = contract.TerminationSummary(
