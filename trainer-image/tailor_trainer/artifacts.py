@@ -127,6 +127,8 @@ def model_card(model_name: str, run_id: str, base: str, metrics: dict[str, Any],
     ]
     for name, result in test.items():
         if isinstance(result, dict) and "accuracy" in result:
+            if "method" in result:
+                name = f"{name} ({result['method']})"
             lines.append(f"| {name} | {result['accuracy']:.4f} | {result['macro-f1']:.4f} | "
                          f"{result['calibration_error']:.4f} |")
     lines += ["", "## Comparisons", "",

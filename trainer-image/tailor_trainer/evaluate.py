@@ -2,11 +2,16 @@
 
 Every model is judged on the same examples, once, at the end: the candidate, the generic
 baseline and the production model when there is one. The generic baseline is the base model
-used without fine-tuning. An encoder has no classification head of its own, so "used as it
-is" means a linear probe: a multinomial logistic regression on its frozen, mean-pooled
-features, fitted on the training split with the regularization chosen on validation. That is
-the cheapest thing a team could deploy instead of a fine-tuned model, and it isolates what
-fine-tuning adds.
+used without fine-tuning. An encoder has no classification head of its own, so it predicts in
+one of two ways (`model.baseline.genericMethod`):
+
+- `LinearProbe` (the default): a multinomial logistic regression on its frozen, mean-pooled
+  features, fitted on the training split with the regularization chosen on validation. That is
+  the cheapest thing a team could deploy instead of a fine-tuned model, and it isolates what
+  fine-tuning adds: the stricter bar.
+- `ZeroShot`: the model exactly as it comes, no training at all, the way a sentence-embedding
+  model is used off the shelf: each example gets the label whose prompt ("{label}" filled in)
+  is nearest in cosine similarity. It asks whether custom training beats the generic model.
 
 The candidate must beat each baseline by evaluation.minImprovement on the chosen metric and
 the difference must be significant: the exact McNemar test on the paired correct/incorrect
@@ -27,6 +32,9 @@ from tailor.api.trainingjob import Evaluation, Promotion
 from torch import nn
 
 PROBE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)
+ZERO_SHOT_SCALE = 20.0
+"""Cosine similarities times this are the zero-shot logits (sentence-transformers' usual scale);
+it changes the calibration error reported for the baseline, never its predictions."""
 ECE_BINS = 15
 
 
@@ -268,3 +276,11 @@ class LinearProbe:
         xt = (torch.as_tensor(x, dtype=torch.float64) - self.mean) / self.std
         with torch.no_grad():
             return torch.softmax(self.linear(xt), -1).numpy()
+
+
+def zero_shot_proba(x: np.ndarray, label_embeddings: np.ndarray) -> np.ndarray:
+    """Class probabilities from the cosine similarity of each row of `x` to each label's
+    embedding (row i of `label_embeddings` is label i)."""
+    xt = nn.functional.normalize(torch.as_tensor(x, dtype=torch.float64), dim=-1)
+    lt = nn.functional.normalize(torch.as_tensor(label_embeddings, dtype=torch.float64), dim=-1)
+    return torch.softmax(ZERO_SHOT_SCALE * xt @ lt.T, -1).numpy()

@@ -151,9 +151,10 @@ class Run:
                                     self.spec.checkpoint.keep)
         trainer = Trainer(world, self.spec, recipe, len(self.labels), checkpointer,
                           self.progress, self.tracker.metrics)
-        # The generic baseline's linear probe is fitted before training: its head also starts
-        # the candidate's (linear probing, then fine-tuning), so fine-tuning begins where the
-        # baseline ends. The test set is not touched until after training.
+        # A linear probe on the frozen base model is fitted before training whenever the generic
+        # baseline is on: it is that baseline (LinearProbe), and its head also starts the
+        # candidate's (linear probing, then fine-tuning), whichever method judges the candidate.
+        # The test set is not touched until after training.
         features = agree(world, lambda: self._probe_features(recipe, train, val))
         probe = self._gather_probe(gather(world, features[1]), features[0])
         head = agree(world, lambda: self._fit_probe(probe) if main else None)
@@ -406,12 +407,8 @@ class Run:
         predictions["candidate"] = cand_probs.argmax(1)
         notes: list[str] = []
         if probe is not None:
-            linear, fit = probe["linear"], probe["fit"]
-            x_test = evaluate.predict(probe["model"], recipe, test_items, device, amp,
-                                      features=True)
-            probs = linear.predict_proba(x_test)
-            results["generic"] = evaluate.classification_report(y, probs, labels)
-            results["generic"]["probe"] = fit
+            probs, how = self._generic_predictions(recipe, probe, test_items)
+            results["generic"] = {**evaluate.classification_report(y, probs, labels), **how}
             predictions["generic"] = probs.argmax(1)
         pointer = (artifacts.production_model(self.store, cfg.model_uri)
                    if spec.model.baseline.production else None)
@@ -448,6 +445,23 @@ class Run:
         }
         self._publish(recipe, result.model, metrics, outputs)
         return self._summary(metrics)
+
+    def _generic_predictions(self, recipe: Recipe, probe: dict[str, Any],
+                             items: list[Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """The generic baseline's test probabilities, and how it predicted them."""
+        assert self.spec.model is not None
+        baseline = self.spec.model.baseline
+        device = self.world.device
+        amp = autocast_dtype(self.spec.hyperparameters.precision, device)
+        x = evaluate.predict(probe["model"], recipe, items, device, amp, features=True)
+        if baseline.generic_method == "ZeroShot":
+            prompts = baseline.zero_shot_texts(self.labels)
+            x_labels = evaluate.predict(probe["model"], recipe, recipe.encode(prompts), device,
+                                        amp, features=True)
+            return (evaluate.zero_shot_proba(x, x_labels),
+                    {"method": "ZeroShot", "prompts": prompts})
+        return (probe["linear"].predict_proba(x),
+                {"method": "LinearProbe", "probe": probe["fit"]})
 
     def _production_predictions(self, recipe: Recipe, pointer: dict[str, Any],
                                 items: list[Any]) -> np.ndarray | None:

@@ -25,6 +25,7 @@ from tailor.api.common import (
 )
 
 Task = Literal["text-classification", "image-classification", "custom"]
+ZERO_SHOT_LABEL = "{label}"
 TASK_TEXT_CLASSIFICATION = "text-classification"
 TASK_IMAGE_CLASSIFICATION = "image-classification"
 TASK_CUSTOM = "custom"
@@ -50,7 +51,20 @@ class Baseline(ApiModel):
     """What the candidate must beat on the same locked test set."""
 
     generic: bool = True
+    generic_method: Literal["LinearProbe", "ZeroShot"] = "LinearProbe"
+    zero_shot_prompt: Annotated[str, Field(min_length=7, max_length=512)] | None = None
     production: bool = True
+
+    @model_validator(mode="after")
+    def _prompt_names_label(self) -> Baseline:
+        if self.zero_shot_prompt is not None and ZERO_SHOT_LABEL not in self.zero_shot_prompt:
+            raise ValueError(f"zeroShotPrompt must contain {ZERO_SHOT_LABEL}")
+        return self
+
+    def zero_shot_texts(self, labels: list[str]) -> list[str]:
+        """The text embedded for each label (plain replacement: the prompt is user input)."""
+        prompt = self.zero_shot_prompt or ZERO_SHOT_LABEL
+        return [prompt.replace(ZERO_SHOT_LABEL, label) for label in labels]
 
 
 class Model(ApiModel):
@@ -335,6 +349,16 @@ class TrainingJobSpec(ApiModel):
                 raise ValueError(
                     "data.columns.image is required and data.columns.text is forbidden when task "
                     "is image-classification"
+                )
+        if self.model is not None:
+            baseline = self.model.baseline
+            if baseline.generic_method == "ZeroShot" and self.task != TASK_TEXT_CLASSIFICATION:
+                raise ValueError(
+                    "model.baseline.genericMethod ZeroShot needs task text-classification"
+                )
+            if baseline.zero_shot_prompt is not None and baseline.generic_method != "ZeroShot":
+                raise ValueError(
+                    "model.baseline.zeroShotPrompt is only used when genericMethod is ZeroShot"
                 )
         if self.env is not None and len({e.name for e in self.env}) != len(self.env):
             raise ValueError("env must not name a variable twice")

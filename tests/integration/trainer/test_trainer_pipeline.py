@@ -1,6 +1,7 @@
 """The whole run on the stack: MiniLM fine-tuned on a BBC News slice by two torchrun processes,
-artifacts and manifest in MinIO, an MLflow run, promotion, then a second run on grown data that
-keeps the locked test set."""
+promoted over the generic model used zero-shot, with artifacts and manifest in MinIO and an
+MLflow run; then a second run on grown data that keeps the locked test set and is judged
+against the linear probe and the model now in production."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tailor_localstack.story import bbc_rows
 
 MODEL = "bbc-news-it"
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+ZERO_SHOT_PROMPT = "This is a news article about {label}."
 
 
 def scrape(port: str) -> dict[str, float]:
@@ -29,14 +31,13 @@ def scrape(port: str) -> dict[str, float]:
             if line and not line.startswith("#")}
 
 
-def spec_for(trainer: Trainer, s3: S3, data_uri: str, base: str, *, generic: bool,
-             steps: int) -> dict[str, Any]:
+def spec_for(trainer: Trainer, s3: S3, data_uri: str, base: str, *,
+             baseline: dict[str, Any], steps: int) -> dict[str, Any]:
     return trainer.spec(
         MODEL, data_uri, base,
-        model={"name": MODEL, "base": base,
-               "baseline": {"generic": generic, "production": True}},
+        model={"name": MODEL, "base": base, "baseline": baseline},
         data={"uri": data_uri, "columns": {"id": "id", "text": "text", "label": "label"},
-              "labels": LABELS, "split": {"validation": 0.15, "test": 0.2},
+              "labels": LABELS, "split": {"validation": 0.15, "test": 0.3},
               "quality": {"minExamples": 50, "classBalance": {"minPerClass": 5}}},
         hyperparameters={"epochs": 1, "maxSteps": steps, "batchSize": 8,
                          "maxSequenceLength": 32, "learningRate": 0.0001},
@@ -52,9 +53,10 @@ def base_model(s3: S3) -> str:
 
 def test_train_promote_then_retrain_on_grown_data(trainer: Trainer, s3: S3,
                                                   base_model: str) -> None:
-    # --- run 1: nothing to beat yet except the generic baseline, which is disabled here ----
-    first = s3.put("datasets/bbc/v1.csv", to_csv(bbc_rows(30)))
-    env = trainer.env(spec_for(trainer, s3, first, base_model, generic=False, steps=6),
+    # --- run 1: nothing in production yet; the generic model, used zero-shot, to beat ------
+    first = s3.put("datasets/bbc/v1.csv", to_csv(bbc_rows(100)))
+    zero_shot = {"genericMethod": "ZeroShot", "zeroShotPrompt": ZERO_SHOT_PROMPT}
+    env = trainer.env(spec_for(trainer, s3, first, base_model, baseline=zero_shot, steps=6),
                       "run-1", name="bbc-news")
     proc = trainer.start(env, nproc=2)
     deadline = time.monotonic() + 240
@@ -85,11 +87,19 @@ def test_train_promote_then_retrain_on_grown_data(trainer: Trainer, s3: S3,
     metrics = s3.json(run1 + "metrics.json")
     assert metrics["training"]["worldSize"] == 2 and metrics["training"]["steps"] == 6
     assert metrics["verdict"]["reason"] == "Promoted"
-    assert set(metrics["test"]) == {"candidate"}
+    # Promoted over the generic baseline: better by the margin, and significantly so.
+    assert set(metrics["test"]) == {"candidate", "generic"}
+    generic = metrics["test"]["generic"]
+    assert generic["method"] == "ZeroShot"
+    assert generic["prompts"] == [ZERO_SHOT_PROMPT.replace("{label}", x) for x in LABELS]
+    [versus] = metrics["comparisons"]
+    assert versus["baseline"] == "generic" and versus["better"] and versus["significant"]
+    assert versus["p_value"] < 0.05 and versus["improvement"] >= 0.01, versus
+    assert "generic (ZeroShot)" in s3.get(run1 + "model-card.md").decode()
     profile = ReferenceProfile.from_json(s3.json(run1 + "reference-profile.json"))
     assert list(profile.classes) == LABELS and "text" in profile.features
     quality = s3.json(run1 + "data-quality.json")
-    assert quality["passed"] and quality["examples"] == 150
+    assert quality["passed"] and quality["examples"] == 500
     locked_key = f"models/{MODEL}/test-sets/v1/manifest.json"
     locked = s3.get(locked_key)
     locked_ids = {e["id"] for e in s3.json(locked_key)["examples"]}
@@ -110,8 +120,8 @@ def test_train_promote_then_retrain_on_grown_data(trainer: Trainer, s3: S3,
     assert version.run_id == run.info.run_id
 
     # --- run 2: more data; the locked test set stays exactly as it was ---------------------
-    grown = s3.put("datasets/bbc/v2.csv", to_csv(bbc_rows(45)))
-    env2 = trainer.env(spec_for(trainer, s3, grown, base_model, generic=True, steps=3),
+    grown = s3.put("datasets/bbc/v2.csv", to_csv(bbc_rows(120)))
+    env2 = trainer.env(spec_for(trainer, s3, grown, base_model, baseline={}, steps=3),
                        "run-2", name="bbc-news-retrain")
     result2 = trainer.run(env2, nproc=2, timeout=300)
     assert result2.code == 0, result2.log[-4000:]
@@ -120,9 +130,11 @@ def test_train_promote_then_retrain_on_grown_data(trainer: Trainer, s3: S3,
     assert metrics2["testSet"]["fingerprint"] == metrics["testSet"]["fingerprint"]
     assert metrics2["test"]["candidate"]["examples"] == len(locked_ids)
     quality2 = s3.json(f"models/{MODEL}/runs/run-2/data-quality.json")
-    assert quality2["examples"] == 225 and quality2["split"]["test"] == len(locked_ids)
-    # Judged against both the generic baseline and the model now in production (run 1).
+    assert quality2["examples"] == 600 and quality2["split"]["test"] == len(locked_ids)
+    # Judged against both the generic baseline (by default the stricter linear probe; see
+    # docs/trainer.md for why a short CPU fine-tune does not beat it) and run 1's model.
     assert set(metrics2["test"]) == {"candidate", "generic", "production"}
+    assert metrics2["test"]["generic"]["method"] == "LinearProbe"
     assert metrics2["test"]["production"]["runId"] == "run-1"
     assert {c["baseline"] for c in metrics2["comparisons"]} == {"generic", "production"}
     assert result2.summary is not None

@@ -313,6 +313,19 @@ def test_model_name_defaults_to_the_job_name() -> None:
     assert TrainingJobSpec.model_validate(named).model_name("news-retrain-0a1b2c3d") == "news"
 
 
+def test_zero_shot_prompts_fill_in_the_label_literally() -> None:
+    spec = TrainingJobSpec.model_validate({**TEXT, "model": {
+        "base": "s3://models/minilm/",
+        "baseline": {"genericMethod": "ZeroShot", "zeroShotPrompt": "{label}: {0} {label.x}"}}})
+    # Plain replacement, not str.format: the prompt is user input.
+    assert spec.model is not None
+    assert spec.model.baseline.zero_shot_texts(["tech", "sport"]) == [
+        "tech: {0} {label.x}", "sport: {0} {label.x}"]
+    plain = TrainingJobSpec.model_validate(TEXT)
+    assert plain.model is not None and plain.model.baseline.generic_method == "LinearProbe"
+    assert plain.model.baseline.zero_shot_texts(["tech"]) == ["tech"]
+
+
 def test_retrain_triggers() -> None:
     plain = DriftMonitorSpec.model_validate(MONITOR)
     assert plain.retrains_on("Alert")

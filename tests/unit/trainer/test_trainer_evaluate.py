@@ -86,3 +86,19 @@ def test_linear_probe_separates_separable_features() -> None:
     fit = probe.fit(x[:200], y[:200], x[200:250], y[200:250])
     assert fit["validation_accuracy"] > 0.95
     assert (probe.predict_proba(x[250:]).argmax(1) == y[250:]).mean() > 0.95
+
+
+def test_zero_shot_picks_the_label_with_the_most_similar_prompt() -> None:
+    labels = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    # Scale must not matter (cosine), only direction: row 0 leans to label 1, row 1 to label 2.
+    x = np.array([[0.1, 5.0, 0.2], [0.0, 0.1, 0.3], [-1.0, -1.0, -1.0]])
+    probs = evaluate.zero_shot_proba(x, labels)
+    assert probs.shape == (3, 3)
+    assert np.allclose(probs.sum(1), 1.0)
+    assert probs[:2].argmax(1).tolist() == [1, 2]
+    # Equally (dis)similar to every label: equal probabilities, not a confident guess.
+    assert np.allclose(probs[2], 1 / 3)
+    # The logits are the scaled cosines.
+    cos = x[0] / np.linalg.norm(x[0])
+    expected = np.exp(evaluate.ZERO_SHOT_SCALE * cos) / np.exp(evaluate.ZERO_SHOT_SCALE * cos).sum()
+    assert np.allclose(probs[0], expected)
