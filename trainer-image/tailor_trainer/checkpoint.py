@@ -2,9 +2,9 @@
 
 A checkpoint is `checkpoints/step-<n>/state.pt` plus a `COMPLETE` marker holding its sha256,
 uploaded after the state. A reader takes the newest step with a marker and checks the digest,
-so a checkpoint cut off by a crash is never resumed from. Training pauses only for an
-in-memory copy of the state; serialization and upload run on a thread, one at a time, and the
-oldest complete checkpoints beyond `keep` are deleted after each upload.
+so a checkpoint cut off by a crash is never resumed from. Training pauses only to queue a copy
+of the state into reused host buffers (`HostCopies`); serialization and upload run on a thread,
+one at a time, and the oldest complete checkpoints beyond `keep` are deleted after each upload.
 """
 
 from __future__ import annotations
@@ -40,6 +40,51 @@ def cpu_clone(obj: Any) -> Any:
     return obj
 
 
+class HostCopies:
+    """Host buffers reused by every snapshot of the same state.
+
+    Each tensor is copied into the buffer kept for its place in the state (pinned memory for a
+    GPU tensor, copied without blocking), so a snapshot costs the training thread only the
+    queueing of the copies. Fresh host allocations would cost page faults, and a copy into
+    pageable memory waits for the GPU. The copies are ordered on the training stream, so they
+    read the values of this step even though training goes on; `copied()` is recorded after
+    them, and whoever reads the buffers waits for it first.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._on_gpu = False
+
+    def copy(self, obj: Any) -> Any:
+        self._on_gpu = False
+        return self._copy(obj, ())
+
+    def copied(self) -> torch.cuda.Event | None:
+        """An event the last copy's GPU transfers complete at (None: nothing came from a GPU)."""
+        if not self._on_gpu:
+            return None
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record()
+        return event
+
+    def _copy(self, obj: Any, place: tuple[Any, ...]) -> Any:
+        if isinstance(obj, torch.Tensor):
+            source = obj.detach()
+            buffer = self._buffers.get(place)
+            if buffer is None or buffer.shape != source.shape or buffer.dtype != source.dtype:
+                buffer = torch.empty(source.shape, dtype=source.dtype,
+                                     pin_memory=source.is_cuda)
+                self._buffers[place] = buffer
+            on_gpu = source.is_cuda
+            self._on_gpu |= on_gpu
+            return buffer.copy_(source, non_blocking=on_gpu)
+        if isinstance(obj, dict):
+            return {k: self._copy(v, (*place, k)) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return type(obj)(self._copy(v, (*place, i)) for i, v in enumerate(obj))
+        return obj
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as handle:
@@ -58,6 +103,7 @@ class Checkpointer:
         self.keep = keep
         self._thread: threading.Thread | None = None
         self._error: TrainerError | None = None
+        self._host = HostCopies()
         self.last_saved_step = -1
 
     def _step_uri(self, step: int) -> str:
@@ -88,9 +134,14 @@ class Checkpointer:
         return state
 
     def save_async(self, step: int, state: dict[str, Any]) -> None:
-        """Upload a snapshot (already on the CPU) in the background."""
+        """Snapshot `state` (live tensors are fine) and upload it in the background.
+
+        Blocks while the previous upload is still running (its buffers are reused), then only
+        to queue the copies."""
         self.wait()
-        self._thread = threading.Thread(target=self._write, args=(step, state),
+        snapshot = self._host.copy(state)
+        self._thread = threading.Thread(target=self._write,
+                                        args=(step, snapshot, self._host.copied()),
                                         name=f"checkpoint-{step}", daemon=True)
         self._thread.start()
 
@@ -103,8 +154,11 @@ class Checkpointer:
             error, self._error = self._error, None
             raise error
 
-    def _write(self, step: int, state: dict[str, Any]) -> None:
+    def _write(self, step: int, state: dict[str, Any],
+               copied: torch.cuda.Event | None) -> None:
         try:
+            if copied is not None:
+                copied.synchronize()
             self.work_dir.mkdir(parents=True, exist_ok=True)
             local = self.work_dir / f"step-{step:08d}.pt"
             torch.save(state, local)

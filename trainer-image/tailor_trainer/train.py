@@ -263,8 +263,8 @@ class Trainer:
                      "bad_evals": state.bad_evals},
             "history": [dict(h) for h in state.history],
             "validation": [dict(v) for v in state.validation],
-            "model": cpu_clone(model.state_dict()),
-            "optimizer": cpu_clone(optimizer.state_dict()),
+            "model": model.state_dict(),  # live: the checkpointer snapshots it
+            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "best": best if best is not None and state.best_step != state.step else None,
             "rng": rngs,

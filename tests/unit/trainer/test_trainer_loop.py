@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from tailor.api.trainingjob import TrainingJobSpec
-from tailor_trainer.checkpoint import Checkpointer
+from tailor_trainer.checkpoint import MARKER_FILE, Checkpointer, HostCopies
 from tailor_trainer.dist import World
 from tailor_trainer.recipes.text import EncoderClassifier, TextRecipe
 from tailor_trainer.storage import Store
@@ -44,7 +44,11 @@ class ToyRecipe:
         return {"input_ids": torch.tensor(list(items))}
 
 
-def fit(tmp_path: Path, sync_every: int, every_steps: int | None = None) -> tuple[Any, Trainer]:
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fit(tmp_path: Path, sync_every: int, every_steps: int | None = None,
+        work_name: str | None = None) -> tuple[Any, Trainer]:
     spec = TrainingJobSpec.model_validate({
         "task": "custom", "command": ["true"],
         "data": {"uri": "/unused", "columns": {"text": "text"}},
@@ -56,8 +60,8 @@ def fit(tmp_path: Path, sync_every: int, every_steps: int | None = None) -> tupl
     generator = torch.Generator().manual_seed(0)
     items = torch.randint(0, 50, (44, 6), generator=generator).tolist()
     labels = [sum(i) % 3 for i in items]
-    world = World(rank=0, local_rank=0, size=1, device=torch.device("cpu"))
-    work = tmp_path / f"sync-{sync_every}"
+    world = World(rank=0, local_rank=0, size=1, device=DEVICE)
+    work = tmp_path / (work_name or f"sync-{sync_every}")
     logged: list[int] = []
     trainer = Trainer(world, spec, ToyRecipe(), 3,  # type: ignore[arg-type]
                       Checkpointer(Store(), str(work / "ckpt"), work, 5), None,
@@ -84,6 +88,50 @@ def test_checkpoint_steps_are_exchange_points(tmp_path: Path) -> None:
     _, trainer = fit(tmp_path, 4, every_steps=3)
     # Saved at every third step except the last (the run ends there), none skipped.
     assert trainer.checkpointer.complete_steps()[-5:] == [9, 12, 15, 18, 21]
+
+
+def test_a_resumed_run_continues_from_the_state_its_checkpoint_held(tmp_path: Path) -> None:
+    # Training goes on while a checkpoint's copies are in flight (on a GPU they do not block)
+    # and the next checkpoint reuses the same host buffers: each checkpoint must still hold
+    # exactly its own step's state.
+    plain, _ = fit(tmp_path, 4)
+    _, saved = fit(tmp_path, 4, every_steps=3, work_name="saved")
+    assert saved.checkpointer.complete_steps() == [9, 12, 15, 18, 21]
+    for later in (15, 18, 21):
+        Path(tmp_path / "saved" / "ckpt" / f"step-{later:08d}" / MARKER_FILE).unlink()
+    resumed, _ = fit(tmp_path, 4, every_steps=3, work_name="saved")
+    assert resumed.resumed_from == 12
+    if DEVICE.type == "cpu":
+        assert resumed.history == plain.history
+    else:  # a GPU's atomics and bf16 are not bit-reproducible; a wrong step is far off
+        assert [h["step"] for h in resumed.history] == [h["step"] for h in plain.history]
+        assert [h["loss"] for h in resumed.history] == pytest.approx(
+            [h["loss"] for h in plain.history], rel=1e-3)
+    for name, value in plain.model.state_dict().items():
+        assert torch.allclose(value, resumed.model.state_dict()[name],
+                              rtol=0 if DEVICE.type == "cpu" else 1e-3, atol=0), name
+
+
+def test_host_copies_are_snapshots_in_reused_buffers() -> None:
+    host = HostCopies()
+    live: dict[str, Any] = {"w": torch.arange(6.0, device=DEVICE).reshape(2, 3), "lr": 0.1,
+                            "state": [torch.ones(2, device=DEVICE)]}
+    first = host.copy(live)
+    copied = host.copied()
+    if copied is not None:
+        copied.synchronize()
+    live["w"].add_(100)  # training goes on in place
+    assert first["w"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert first["lr"] == 0.1 and first["w"].device.type == "cpu"
+    assert first["state"] is not live["state"]
+    second = host.copy(live)
+    copied = host.copied()
+    if copied is not None:
+        copied.synchronize()
+    assert second["w"].data_ptr() == first["w"].data_ptr()  # the same buffer, refilled
+    assert second["w"][0, 0].item() == 100.0
+    live["w"] = torch.zeros(3, device=DEVICE)  # another shape: a buffer of its own
+    assert host.copy(live)["w"].shape == (3,)
 
 
 @pytest.fixture(scope="module")
