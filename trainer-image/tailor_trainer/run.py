@@ -142,7 +142,7 @@ class Run:
         train_items, val_items, local.test_items = agree(world, lambda: (
             recipe.encode(local.train_text), recipe.encode(local.val_text),
             recipe.encode([t for _, t, _ in local.test])))
-        agree(world, lambda: self._gate(local))
+        agree(world, lambda: self._gate(recipe, local))
         self.labels = broadcast(world, self.labels)
         index = {label: i for i, label in enumerate(self.labels)}
         train = Shard(train_items, [index[x] for x in local.train_label])
@@ -274,7 +274,7 @@ class Run:
             self.quality = report
         return local
 
-    def _gate(self, local: LocalData) -> None:
+    def _gate(self, recipe: Recipe, local: LocalData) -> None:
         if not self.world.is_main:
             return
         report = self.quality
@@ -294,7 +294,7 @@ class Run:
                                  f"the split left {local.counts['train']} training and "
                                  f"{local.counts['validation']} validation examples; more data "
                                  "or larger split shares are needed")
-        found = {i: content_digest(i, t, y) for i, t, y in local.test}
+        found = self._test_digests(recipe, local)
         uri = manifest_uri(self.cfg.model_uri, self.data.split.test_set_version)
         if self.locked is None:
             locked = LockedTestSet(version=self.data.split.test_set_version,
@@ -317,6 +317,12 @@ class Run:
             verify_test_set(self.locked, found, uri)
         self.tracker.tags({"tailor.test_set_fingerprint": self.locked.fingerprint,
                            "tailor.test_set_version": str(self.locked.version)})
+
+    @staticmethod
+    def _test_digests(recipe: Recipe, local: LocalData) -> dict[str, str]:
+        """Each test example's content digest, covering its input as the recipe read it."""
+        return {i: content_digest(i, recipe.content(value, item), y)
+                for (i, value, y), item in zip(local.test, local.test_items, strict=True)}
 
     def _test_groups(self, local: LocalData) -> set[str]:
         """Groups of the test rows (a second, cheap pass over the group column)."""
@@ -394,7 +400,7 @@ class Run:
         labels = self.labels
         index = {label: i for i, label in enumerate(labels)}
         # The test set, read once: verify it is still the locked one, then predict.
-        found = {i: content_digest(i, t, y) for i, t, y in local.test}
+        found = self._test_digests(recipe, local)
         verify_test_set(self.locked, found, manifest_uri(cfg.model_uri, self.locked.version))
         y = np.array([index[label] for _, _, label in local.test])
         test_items = local.test_items

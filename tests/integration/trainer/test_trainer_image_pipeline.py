@@ -1,6 +1,7 @@
 """The image-classification recipe on the stack: a tiny timm ResNet, from a base checkpoint in
 MinIO, fine-tuned by two torchrun processes on scikit-learn's digits (PNGs in MinIO, indexed by a
-CSV), judged against the linear probe, with its artifacts and manifest in place."""
+CSV), judged against the linear probe, with its artifacts and manifest in place; a test image
+replaced under the same path is noticed by the locked test set."""
 
 from __future__ import annotations
 
@@ -129,6 +130,26 @@ def test_fine_tunes_a_timm_backbone_on_digit_images(trainer: Trainer, s3: S3, ba
     assert list(profile.classes) == LABELS
     assert set(profile.features) == {"path:width", "path:height", "path:brightness"}
     assert profile.samples == quality["split"]["validation"]
+
+    # A locked test image replaced by another under the same path: run 2 refuses to evaluate.
+    locked_key = f"models/{MODEL}/test-sets/v1/manifest.json"
+    locked = s3.get(locked_key)
+    test_id = s3.json(locked_key)["examples"][0]["id"]
+    [row] = [r for r in digits if r["id"] == test_id]
+    image_key = f"datasets/digits/{row['path']}"
+    original = s3.get(image_key)
+    s3.put(image_key, png(np.rot90(np.arange(64, dtype=np.float64).reshape(8, 8) % 17)))
+    try:
+        env2 = trainer.env(spec_for(trainer, index, base_model), "run-2", name="digits-2")
+        result2 = trainer.run(env2, nproc=2, timeout=240)
+    finally:
+        s3.put(image_key, original)
+    assert result2.code == EXIT_PERMANENT, result2.log[-4000:]
+    assert result2.summary is not None and result2.summary.reason == "TestSetChanged"
+    assert "1 changed (input or label)" in result2.summary.message
+    assert repr(test_id) in result2.summary.message
+    assert s3.get(locked_key) == locked
+    assert not s3.keys(f"models/{MODEL}/runs/run-2/manifest.json")
 
 
 def test_an_unreadable_image_fails_before_anything_is_locked(trainer: Trainer, s3: S3,

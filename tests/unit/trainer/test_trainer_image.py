@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -112,6 +113,18 @@ def test_paths_absolute_uris_and_inline_images_decode_alike(base: Path, images: 
     big = recipe.encode(["img/big.png"])[0]
     assert (big.width, big.height) == (300, 200)
     assert min(big.pixels.shape[1:]) == recipe.pre.resize and big.pixels.shape[2] > SIZE
+
+
+def test_the_test_set_digest_covers_the_image_bytes_not_only_the_path(base: Path,
+                                                                       images: Path) -> None:
+    recipe = recipe_for(base, images)
+    [before] = recipe.encode(["img/3.png"])
+    [again] = recipe.encode(["img/3.png"])
+    assert recipe.content("img/3.png", again) == recipe.content("img/3.png", before)
+    (images / "img" / "3.png").write_bytes(png(29, 24, 99))  # another image, the same name
+    [after] = recipe.encode(["img/3.png"])
+    assert recipe.content("img/3.png", after) != recipe.content("img/3.png", before)
+    assert before.sha256 == hashlib.sha256(png(29, 24, 3)).hexdigest()
 
 
 def test_relative_paths_are_relative_to_the_data_files_folder(tmp_path: Path) -> None:

@@ -135,6 +135,6 @@ def verify_test_set(locked: LockedTestSet, found: dict[str, str], uri: str) -> N
         raise PermanentError(
             REASON_TEST_SET_CHANGED,
             f"the data no longer matches the locked test set {uri} ({len(locked.ids)} examples): "
-            f"{len(missing)} missing and {len(changed)} changed (text or label), e.g. {sample}. "
+            f"{len(missing)} missing and {len(changed)} changed (input or label), e.g. {sample}. "
             "Restore them, or bump data.split.testSetVersion to lock a new test set",
         )

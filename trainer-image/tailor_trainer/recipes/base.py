@@ -52,6 +52,10 @@ class Recipe(Protocol):
     def length(self, item: Any) -> int:
         """A cost measure for bucketing (tokens for text; constant for images)."""
 
+    def content(self, value: str, item: Any) -> str:
+        """What the locked test set's digest covers of one input: the input itself, not only
+        its column value (a text is its value; an image also its bytes' SHA-256)."""
+
     def collate(self, items: Sequence[Any], train: bool) -> dict[str, torch.Tensor]:
         """A padded batch of encoded inputs (augmented when `train`): the model's kwargs."""
 

@@ -107,6 +107,9 @@ class TextRecipe:
     def length(self, item: Any) -> int:
         return len(item)
 
+    def content(self, value: str, item: Any) -> str:
+        return value
+
     def profile_features(self, column: str, inputs: Sequence[str],
                          items: Sequence[Any]) -> ProfileFeatures:
         return ProfileFeatures(values={column: list(inputs)}, text=(column,))
