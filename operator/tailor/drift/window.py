@@ -171,32 +171,44 @@ def _cells(
     return out
 
 
-class _Scratch(threading.local):
-    """Each thread's buffers for EdgeBinner.count, grown to the largest batch seen."""
+@dataclass
+class _Buffers:
+    """EdgeBinner.count's temporaries for batches of up to `floats.size` values."""
+
+    floats: FloatArray
+    cells: npt.NDArray[np.intp]
+    flags: npt.NDArray[np.bool_]
+    running: IntArray  # GRID_CELLS + 1 running counts; [0] stays 0
+
+    @classmethod
+    def sized(cls, size: int) -> _Buffers:
+        return cls(np.empty(size), np.empty(size, np.intp), np.empty(size, np.bool_),
+                   np.zeros(GRID_CELLS + 1, np.int64))
+
+
+class _PerThread(threading.local):
+    """Each thread's buffers, grown to the largest batch seen."""
 
     def __init__(self) -> None:
-        self.floats: FloatArray = np.empty(0)
-        self.cells: npt.NDArray[np.intp] = np.empty(0, np.intp)
-        self.flags: npt.NDArray[np.bool_] = np.empty(0, np.bool_)
-        self.running: IntArray = np.zeros(GRID_CELLS + 1, np.int64)  # [0] stays 0
+        self.buffers = _Buffers.sized(0)
 
 
-_SCRATCH = _Scratch()
+_PER_THREAD = _PerThread()
 
 
 SCRATCH_MAX_VALUES = 1 << 20
 """Larger batches get buffers of their own (freed after use): a thread keeps at most ~17 MiB."""
 
 
-def _scratch(size: int) -> _Scratch:
-    work = _SCRATCH
-    if work.floats.size < size:
-        fresh = _Scratch() if size > SCRATCH_MAX_VALUES else work
-        fresh.floats = np.empty(size)
-        fresh.cells = np.empty(size, np.intp)
-        fresh.flags = np.empty(size, np.bool_)
-        return fresh
-    return work
+def _scratch(size: int) -> _Buffers:
+    """Buffers for `size` values: this thread's, reused (fresh ones cost page faults)."""
+    mine = _PER_THREAD
+    if mine.buffers.floats.size >= size:
+        return mine.buffers
+    grown = _Buffers.sized(size)
+    if size <= SCRATCH_MAX_VALUES:
+        mine.buffers = grown
+    return grown
 
 
 @dataclass

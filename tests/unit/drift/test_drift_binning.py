@@ -116,7 +116,7 @@ def test_batches_of_changing_sizes_reuse_the_scratch_and_count_exactly(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Thread-local buffers are sliced to each batch; a batch above the cap gets its own.
     monkeypatch.setattr(window, "SCRATCH_MAX_VALUES", 30_000)
-    monkeypatch.setattr(window, "_SCRATCH", window._Scratch())
+    monkeypatch.setattr(window, "_PER_THREAD", window._PerThread())
     rng = np.random.default_rng(11)
     edges = numeric_profile(rng.normal(size=20_000)).edges
     for size in (20_000, 5_000, 40_000, 25_000, 4_096):
@@ -128,4 +128,4 @@ def test_batches_of_changing_sizes_reuse_the_scratch_and_count_exactly(
         assert np.array_equal(counts.counts, expected), size
         assert counts.missing == missing
         assert (counts.below_sum, counts.above_sum) == (below, above)
-    assert window._SCRATCH.floats.size == 25_000  # the largest batch under the cap
+    assert window._PER_THREAD.buffers.floats.size == 25_000  # the largest batch under the cap
