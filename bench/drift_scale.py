@@ -160,17 +160,23 @@ NANNYML = PEAK + textwrap.dedent(
     """
 )
 
-# The ceiling is pyarrow's own dataset scan with its defaults (several files and batches read
-# ahead at once), independent of Tailor's reader.
-ARROW_S3 = PEAK + textwrap.dedent(
+# The S3 cases' child processes read MinIO through `fs`, with the credentials from the environment.
+S3_PEAK = PEAK + textwrap.dedent(
     """
-    import json, time
-    import pyarrow.dataset as ds
-    from tailor.drift import s3_filesystem
     import os
+    from tailor.drift import s3_filesystem
     fs = s3_filesystem(endpoint=os.environ["AWS_ENDPOINT_URL_S3"],
                        access_key=os.environ["AWS_ACCESS_KEY_ID"],
                        secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+    """
+)
+
+# The ceiling is pyarrow's own dataset scan with its defaults (several files and batches read
+# ahead at once), independent of Tailor's reader.
+ARROW_S3 = S3_PEAK + textwrap.dedent(
+    """
+    import json, time
+    import pyarrow.dataset as ds
     t0 = time.perf_counter()
     rows = 0
     dataset = ds.dataset({uri!r}.removeprefix("s3://"), filesystem=fs, format="parquet")
@@ -184,13 +190,10 @@ ARROW_S3 = PEAK + textwrap.dedent(
 
 # The same read through Tailor's reader (a row group at a time, one read ahead) with nothing
 # done to the batches: the I/O floor of Tailor's own check.
-ARROW_ROW_GROUPS_S3 = PEAK + textwrap.dedent(
+ARROW_ROW_GROUPS_S3 = S3_PEAK + textwrap.dedent(
     """
-    import json, time, os
-    from tailor.drift import read_log_batches, s3_filesystem
-    fs = s3_filesystem(endpoint=os.environ["AWS_ENDPOINT_URL_S3"],
-                       access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                       secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+    import json, time
+    from tailor.drift import read_log_batches
     t0 = time.perf_counter()
     rows = 0
     for batch in read_log_batches({uri!r}, filesystem=fs, columns={columns!r}):
@@ -201,13 +204,10 @@ ARROW_ROW_GROUPS_S3 = PEAK + textwrap.dedent(
     """
 )
 
-TAILOR_S3 = PEAK + textwrap.dedent(
+TAILOR_S3 = S3_PEAK + textwrap.dedent(
     """
-    import json, time, os
-    from tailor.drift import ReferenceProfile, read_log_batches, run_check, s3_filesystem
-    fs = s3_filesystem(endpoint=os.environ["AWS_ENDPOINT_URL_S3"],
-                       access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                       secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+    import json, time
+    from tailor.drift import ReferenceProfile, read_log_batches, run_check
     profile = ReferenceProfile.from_json(json.load(open({profile!r})))
     t0 = time.perf_counter()
     result = run_check(profile, read_log_batches({uri!r}, filesystem=fs))
