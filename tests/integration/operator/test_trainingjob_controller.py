@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import textwrap
 import uuid
@@ -101,10 +102,15 @@ def pods_of(stack: StackHandle, namespace: str, name: str) -> list[dict[str, Any
     return items
 
 
-def last_log_lines(stack: StackHandle, namespace: str, name: str) -> list[str]:
-    """The last line each worker printed (torchrun logs its own warnings before)."""
-    return sorted(stack.kubectl("logs", p["metadata"]["name"], "-n", namespace).stdout
-                  .strip().splitlines()[-1] for p in pods_of(stack, namespace, name))
+def done_lines(stack: StackHandle, namespace: str, name: str) -> list[str]:
+    """The `rank r/n done` lines the workers printed. torchrun logs its own warnings around
+    them, also after the program ends (a peer whose rendezvous host has already exited warns
+    that it could not shut the rendezvous down)."""
+    lines = []
+    for pod in pods_of(stack, namespace, name):
+        log = stack.kubectl("logs", pod["metadata"]["name"], "-n", namespace).stdout
+        lines += [x for x in log.splitlines() if re.fullmatch(r"rank \d+/\d+ done", x)]
+    return sorted(lines)
 
 
 def apply(stack: StackHandle, namespace: str, manifest: str) -> None:
@@ -213,7 +219,7 @@ def test_two_workers_train_to_success_with_progress_in_status(
     assert final["workers"]["restarts"] == 0
     assert condition(stack, namespace, "allreduce", "Ready")["status"] == "True"
     assert condition(stack, namespace, "allreduce", "Reconciling")["status"] == "False"
-    assert last_log_lines(stack, namespace, "allreduce") == ["rank 0/2 done", "rank 1/2 done"]
+    assert done_lines(stack, namespace, "allreduce") == ["rank 0/2 done", "rank 1/2 done"]
     assert events(stack, namespace, "allreduce")[0] == "Created"
     assert "Completed" in events(stack, namespace, "allreduce")
     metrics = requests.get(operator.metrics_url, timeout=10).text
@@ -321,7 +327,7 @@ def test_two_jobs_in_one_namespace_stay_isolated(stack: StackHandle, namespace: 
         wait_condition(stack, namespace, name, "Succeeded")
     assert len(pods_of(stack, namespace, "alpha")) == 2
     assert len(pods_of(stack, namespace, "beta")) == 1
-    logs = {name: last_log_lines(stack, namespace, name) for name in ("alpha", "beta")}
+    logs = {name: done_lines(stack, namespace, name) for name in ("alpha", "beta")}
     assert logs == {"alpha": ["rank 0/2 done", "rank 1/2 done"], "beta": ["rank 0/1 done"]}
 
 
