@@ -102,10 +102,20 @@ def fetch_base_model(store: Store, uri: str, work_dir: Path) -> Path:
     return target
 
 
-def read_meta(directory: Path) -> dict[str, Any]:
+def write_meta(directory: Path, task: str, labels: Sequence[str], **fields: Any) -> None:
+    """`tailor-model.json`: the task, the labels and the recipe's own fields."""
+    meta = {"task": task, "labels": list(labels), **fields}
+    (directory / MODEL_META).write_text(json.dumps(meta, indent=1))
+
+
+def read_meta(directory: Path, task: str) -> dict[str, Any]:
+    """A saved model's `tailor-model.json`; refused unless it is a `task` model."""
     try:
         meta: dict[str, Any] = json.loads((directory / MODEL_META).read_text())
     except (OSError, ValueError) as exc:
         raise PermanentError(REASON_BASE_MODEL_UNUSABLE,
                              f"{directory} is not a model saved by Tailor ({exc})") from exc
+    if meta.get("task") != task:
+        raise PermanentError(REASON_BASE_MODEL_UNUSABLE,
+                             f"{directory} holds a {meta.get('task')} model, not {task}")
     return meta

@@ -44,7 +44,7 @@ from tailor_trainer.errors import (
     REASON_DATA_UNREADABLE,
     PermanentError,
 )
-from tailor_trainer.recipes.base import MODEL_META, ProfileFeatures, read_meta
+from tailor_trainer.recipes.base import ProfileFeatures, read_meta, write_meta
 from tailor_trainer.storage import NotFound, Store, is_s3, split_s3
 
 TASK = "image-classification"
@@ -359,23 +359,14 @@ class ImageRecipe:
         config["pretrained_cfg"] = pretrained
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
         (directory / PREPROCESSING_FILE).write_text(json.dumps(self.pre.to_json(), indent=1))
-        (directory / MODEL_META).write_text(json.dumps({
-            "task": TASK,
-            "labels": list(labels),
-            "architecture": config["architecture"],
-            "numFeatures": self.num_features,
-            "weights": WEIGHTS_FILE,
-            "head": HEAD_FILE,
-            "preprocessing": PREPROCESSING_FILE,
-            "imageSize": self.size,
-        }, indent=1))
+        write_meta(directory, TASK, labels, architecture=config["architecture"],
+                   numFeatures=self.num_features, weights=WEIGHTS_FILE, head=HEAD_FILE,
+                   preprocessing=PREPROCESSING_FILE, imageSize=self.size)
 
     def load(self, directory: Path) -> tuple[nn.Module, list[str]]:
         import timm
 
-        meta = read_meta(directory)
-        if meta.get("task") != TASK:
-            raise _unusable(f"{directory} holds a {meta.get('task')} model, not {TASK}")
+        meta = read_meta(directory, TASK)
         labels = [str(x) for x in meta["labels"]]
         config = read_checkpoint_config(directory, "the saved model")
         model_args = {k: v for k, v in (config.get("model_args") or {}).items()

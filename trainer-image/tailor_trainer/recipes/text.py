@@ -9,7 +9,6 @@ tokenized once, up front, and batches are padded dynamically to their own longes
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tailor_trainer.errors import REASON_BASE_MODEL_UNUSABLE, PermanentError
-from tailor_trainer.recipes.base import MODEL_META, ProfileFeatures, read_meta
+from tailor_trainer.recipes.base import ProfileFeatures, read_meta, write_meta
 
 TASK = "text-classification"
 PAD_MULTIPLE = 8
@@ -138,19 +137,11 @@ class TextRecipe:
         head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
         save_file(head, str(directory / HEAD_FILE))
         self.tokenizer.save_pretrained(str(directory))
-        (directory / MODEL_META).write_text(json.dumps({
-            "task": TASK,
-            "labels": list(labels),
-            "pooling": "mean",
-            "head": HEAD_FILE,
-            "maxSequenceLength": self.max_length,
-        }, indent=1))
+        write_meta(directory, TASK, labels, pooling="mean", head=HEAD_FILE,
+                   maxSequenceLength=self.max_length)
 
     def load(self, directory: Path) -> tuple[nn.Module, list[str]]:
-        meta = read_meta(directory)
-        if meta.get("task") != TASK:
-            raise PermanentError(REASON_BASE_MODEL_UNUSABLE,
-                                 f"{directory} holds a {meta.get('task')} model, not {TASK}")
+        meta = read_meta(directory, TASK)
         labels = [str(x) for x in meta["labels"]]
         encoder, hidden = self._encoder(str(directory))
         model = EncoderClassifier(encoder, hidden, len(labels))
