@@ -29,17 +29,6 @@ MARKER_FILE = "COMPLETE"
 _STEP_DIR = re.compile(r"step-(\d+)/" + MARKER_FILE + "$")
 
 
-def cpu_clone(obj: Any) -> Any:
-    """A deep copy with every tensor detached onto the CPU (a consistent snapshot)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: cpu_clone(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(cpu_clone(v) for v in obj)
-    return obj
-
-
 class HostCopies:
     """Host buffers reused by every snapshot of the same state.
 
@@ -47,25 +36,23 @@ class HostCopies:
     GPU tensor, copied without blocking), so a snapshot costs the training thread only the
     queueing of the copies. Fresh host allocations would cost page faults, and a copy into
     pageable memory waits for the GPU. The copies are ordered on the training stream, so they
-    read the values of this step even though training goes on; `copied()` is recorded after
-    them, and whoever reads the buffers waits for it first.
+    read the values of this step even though training goes on; whoever reads the buffers first
+    waits for the event `copy` returns.
     """
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._on_gpu = False
 
-    def copy(self, obj: Any) -> Any:
+    def copy(self, obj: Any) -> tuple[Any, torch.cuda.Event | None]:
+        """The snapshot, and the event its GPU transfers complete at (None: none were queued)."""
         self._on_gpu = False
-        return self._copy(obj, ())
-
-    def copied(self) -> torch.cuda.Event | None:
-        """An event the last copy's GPU transfers complete at (None: nothing came from a GPU)."""
+        snapshot = self._copy(obj, ())
         if not self._on_gpu:
-            return None
+            return snapshot, None
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]
         event.record()
-        return event
+        return snapshot, event
 
     def _copy(self, obj: Any, place: tuple[Any, ...]) -> Any:
         if isinstance(obj, torch.Tensor):
@@ -83,6 +70,14 @@ class HostCopies:
         if isinstance(obj, list | tuple):
             return type(obj)(self._copy(v, (*place, i)) for i, v in enumerate(obj))
         return obj
+
+
+def cpu_clone(obj: Any) -> Any:
+    """A deep copy with every tensor detached onto the CPU (a consistent snapshot), complete."""
+    snapshot, copied = HostCopies().copy(obj)
+    if copied is not None:
+        copied.synchronize()
+    return snapshot
 
 
 def sha256_file(path: Path) -> str:
@@ -139,9 +134,8 @@ class Checkpointer:
         Blocks while the previous upload is still running (its buffers are reused), then only
         to queue the copies."""
         self.wait()
-        snapshot = self._host.copy(state)
-        self._thread = threading.Thread(target=self._write,
-                                        args=(step, snapshot, self._host.copied()),
+        snapshot, copied = self._host.copy(state)
+        self._thread = threading.Thread(target=self._write, args=(step, snapshot, copied),
                                         name=f"checkpoint-{step}", daemon=True)
         self._thread.start()
 
