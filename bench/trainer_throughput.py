@@ -22,6 +22,7 @@ their values, and no model hub is needed. `--small` shrinks every case for a CPU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import random
@@ -237,7 +238,7 @@ def run_case(case: Case, args: argparse.Namespace, work: Path,
              f"{'BBC News, at most' if case.texts else 'random tokens,'} {case.seq} tokens, "
              f"{data.steps} steps, measured after step {data.warm}")
     if case.checkpoint_every:
-        plain = tailor(case.__class__(**{**case.__dict__, "checkpoint_every": None}), data,
+        plain = tailor(dataclasses.replace(case, checkpoint_every=None), data,
                        model_dir, work)
         saved = tailor(case, data, model_dir, work)
         measured = data.steps - data.warm

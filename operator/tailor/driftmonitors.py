@@ -34,7 +34,7 @@ from tailor.api import constants as c
 from tailor.api import names
 from tailor.api.common import parse_duration
 from tailor.api.driftmonitor import DriftMonitorSpec
-from tailor.api.trainingjob import TrainingJobSpec
+from tailor.api.trainingjob import MAX_ADDITIONAL_URIS, TrainingJobSpec
 from tailor.conditions import find, upsert
 from tailor.k8s import Conflict, Kube, Obj
 from tailor.settings import OperatorSettings
@@ -42,8 +42,6 @@ from tailor.settings import OperatorSettings
 log = logging.getLogger("tailor.driftmonitors")
 PROFILE_FILE = "reference-profile.json"
 CHECK_WORKERS = 2
-MAX_ADDITIONAL_URIS = 16
-"""spec.data.additionalUris' maxItems in crds/trainingjobs.yaml."""
 
 
 class CheckError(Exception):

@@ -65,8 +65,13 @@ def _seconds_between(start: str, end: str) -> float:
 
 
 def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    condition = find(job.get("status", {}).get("conditions"), kind)
+    condition = find((job.get("status") or {}).get("conditions"), kind)
     return condition if condition is not None and condition.get("status") == "True" else None
+
+
+def job_finished(job: dict[str, Any]) -> bool:
+    """The worker Job has completed or failed for good."""
+    return bool(_job_condition(job, "Complete") or _job_condition(job, "Failed"))
 
 
 def job_essence(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
@@ -76,9 +81,8 @@ def job_essence(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
     if job is None:
         return None
     meta, status = job.get("metadata", {}), job.get("status") or {}
-    finished = tuple((cond.get("type"), cond.get("reason"))
-                     for cond in status.get("conditions") or []
-                     if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True")
+    finished = tuple((kind, cond.get("reason")) for kind in ("Complete", "Failed")
+                     if (cond := _job_condition(job, kind)) is not None)
     return (meta.get("uid"), meta.get("name"), bool(meta.get("deletionTimestamp")),
             (meta.get("annotations") or {}).get(ANNOTATION_ATTEMPT),
             bool((job.get("spec") or {}).get("suspend")),

@@ -152,9 +152,7 @@ class TrainingJobController:
             return
         written: tuple[str, str] | None = None
         pods = None
-        if job is not None and any(
-                cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
-                for cond in job.get("status", {}).get("conditions", []) or []):
+        if job is not None and lifecycle.job_finished(job):
             pods = self.kube.list_pods(
                 key[0], f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
         now = utcnow()

@@ -26,6 +26,7 @@ from tailor.api.common import (
 
 Task = Literal["text-classification", "image-classification", "custom"]
 ZERO_SHOT_LABEL = "{label}"
+MAX_ADDITIONAL_URIS = 16  # maxItems of spec.data.additionalUris in crds/trainingjobs.yaml
 TASK_TEXT_CLASSIFICATION = "text-classification"
 TASK_IMAGE_CLASSIFICATION = "image-classification"
 TASK_CUSTOM = "custom"
@@ -166,7 +167,9 @@ class Data(ApiModel):
     """The labelled data."""
 
     uri: DataUri
-    additional_uris: Annotated[list[DataUri], Field(max_length=16), Unique] | None = None
+    additional_uris: (
+        Annotated[list[DataUri], Field(max_length=MAX_ADDITIONAL_URIS), Unique] | None
+    ) = None
     """Read after ``uri``, same format and columns; never part of the test set."""
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     columns: Columns = Field(default_factory=Columns)

@@ -53,7 +53,7 @@ class ParquetColumns(Mapping[str, pa.ChunkedArray]):
     """
 
     def __init__(self, uri: str, *, filesystem: pafs.FileSystem | None = None) -> None:
-        self._fs, path = _resolve(uri, filesystem)
+        self._fs, path = resolve(uri, filesystem)
         self._files = [f for f in _list_files(self._fs, path) if _detect(f) == "parquet"]
         if not self._files:
             raise FileNotFoundError(f"no Parquet files at {uri}")
@@ -98,7 +98,7 @@ def read_log_batches(
     ``.parquet`` or JSON lines (``.jsonl``, ``.json``, ``.ndjson``, optionally gzipped). Columns
     missing from a file are simply absent from its batches.
     """
-    fs, path = _resolve(uri, filesystem)
+    fs, path = resolve(uri, filesystem)
     for table in _read_ahead(_tables(fs, _list_files(fs, path), format, columns)):
         yield from table.to_batches(max_chunksize=batch_size)
 
@@ -143,7 +143,8 @@ def _read_ahead(tables: Generator[pa.Table, None, None]) -> Iterator[pa.Table]:
         tables.close()
 
 
-def _resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+def resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem (the given one, else S3 or local by the URI) and the path in it."""
     if uri.startswith("s3://"):
         path = uri.removeprefix("s3://")
         return (filesystem or pafs.S3FileSystem()), path

@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tailor.drift.accuracy import LabelIndex
+from tailor.drift.logs import resolve
 from tailor.drift.window import in_window, to_micros
 
 MAX_ROWS = 1_000_000
@@ -133,7 +134,7 @@ def write_parquet(tables: Iterable[pa.Table], uri: str,
     writer: pq.ParquetWriter | None = None
     sink = None
     rows = 0
-    fs, path = _resolve(uri, filesystem)
+    fs, path = resolve(uri, filesystem)
     try:
         for table in tables:
             if table.num_rows == 0:
@@ -151,12 +152,6 @@ def write_parquet(tables: Iterable[pa.Table], uri: str,
         if sink is not None:
             sink.close()
     return rows
-
-
-def _resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
-    if uri.startswith("s3://"):
-        return (filesystem or pafs.S3FileSystem()), uri.removeprefix("s3://")
-    return (filesystem or pafs.LocalFileSystem()), uri
 
 
 def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -109,10 +109,9 @@ def resolve_files(store: Store, data: Data) -> list[DataFile]:
 
 def resolve_all(store: Store, data: Data) -> list[DataFile]:
     """The files of data.uri, then those of each of data.additionalUris."""
-    files = resolve_files(store, data)
-    for i, uri in enumerate(data.additional_uris or [], start=1):
-        files += _resolve(store, uri, data.format, i, f"data.additionalUris[{i - 1}]")
-    return files
+    return [file for source, uri in enumerate(data.uris())
+            for file in _resolve(store, uri, data.format, source,
+                                 f"data.additionalUris[{source - 1}]" if source else "data.uri")]
 
 
 def _resolve(store: Store, uri: str, declared: str, source: int, field: str) -> list[DataFile]:
@@ -223,21 +222,22 @@ def iter_batches(store: Store, files: list[DataFile], columns: ColumnMap,
                                  f"{detail}") from exc
 
 
+def id_digest(example_id: str) -> bytes:
+    """The 12-byte digest an id is remembered by (the quality gate's duplicates, KnownIds)."""
+    return hashlib.blake2b(example_id.encode(), digest_size=12).digest()
+
+
 class KnownIds:
-    """The ids read so far (as 12-byte digests, like the quality gate's), so that an additional
-    URI's row whose id already names an example is left out."""
+    """The ids read so far (as `id_digest`s), so that an additional URI's row whose id already
+    names an example is left out."""
 
     def __init__(self) -> None:
         self._digests: set[bytes] = set()
 
-    @staticmethod
-    def _key(example_id: str) -> bytes:
-        return hashlib.blake2b(example_id.encode(), digest_size=12).digest()
-
     def add(self, batch: Batch, id_column: str) -> None:
         for example_id in batch[id_column]:
             if example_id is not None and example_id.strip():
-                self._digests.add(self._key(example_id))
+                self._digests.add(id_digest(example_id))
 
     def new_rows(self, batch: Batch, id_column: str) -> tuple[Batch, int]:
         """The batch without rows whose id is already known (those ids become known); and how
@@ -247,7 +247,7 @@ class KnownIds:
             if example_id is None or not example_id.strip():
                 keep.append(i)
                 continue
-            key = self._key(example_id)
+            key = id_digest(example_id)
             if key not in self._digests:
                 self._digests.add(key)
                 keep.append(i)

@@ -27,7 +27,7 @@ import numpy as np
 from statsmodels.stats.inter_rater import aggregate_raters, cohens_kappa, fleiss_kappa
 from tailor.api.trainingjob import Quality
 
-from tailor_trainer.data.load import Batch, ColumnMap
+from tailor_trainer.data.load import Batch, ColumnMap, id_digest
 
 _SPACE = re.compile(r"\s+")
 
@@ -166,7 +166,7 @@ class QualityGate:
             if is_empty(example_id):
                 self.missing_ids += 1
             else:
-                key = hashlib.blake2b(str(example_id).encode(), digest_size=12).digest()
+                key = id_digest(str(example_id))
                 if key in self.id_hashes:
                     self.duplicate_ids += 1
                     if len(self.duplicate_id_examples) < 5:

@@ -193,6 +193,7 @@ class ImageRecipe:
         self.column = column
         self.config = read_checkpoint_config(self.base_dir, "spec.model.base")
         # Loading the backbone once here checks the weights before the gate locks a test set.
+        self._checked: nn.Module | None = None
         backbone = self._backbone()
         self.num_features = int(getattr(backbone, "num_features", 0))
         if self.num_features < 1:
@@ -203,9 +204,14 @@ class ImageRecipe:
         self.pre = Preprocessing.from_data_config(data_config, image_size)
         self._mean = torch.tensor(self.pre.mean).view(-1, 1, 1)
         self._std = torch.tensor(self.pre.std).view(-1, 1, 1)
+        self._checked = backbone  # the next model built takes it
 
     # --- models -----------------------------------------------------------------------------------
     def _backbone(self) -> nn.Module:
+        """A freshly loaded backbone; the one loaded to check the base model, the first time."""
+        checked, self._checked = self._checked, None
+        if checked is not None:
+            return checked
         import timm
 
         try:
