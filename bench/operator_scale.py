@@ -8,7 +8,7 @@ Worker pods are unschedulable (a node selector no node has), so the benchmark me
 control path, not training. Reports apply -> Job-seen latency (p50/p99), jobs/s, the
 operator's peak RSS and its API requests per job until the pods exist.
 
-    ~/.cache/tailor/venv/bin/python bench/operator_scale.py --jobs 1000
+    ~/.cache/tailor/venv/bin/python -m bench.operator_scale --jobs 1000   # from the repository root
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from typing import Any
 
 import requests
 from kubernetes import client, config, watch
-from tailor.api.trainingjob import TrainingJobSpec
 from tailor.builders.trainingjob import JobRef, build_service, build_worker_job
-from tailor_localstack.testing import OperatorProcess, acquire_stack, eventually
+from tailor_contract.trainingjob import TrainingJobSpec
+
+from tests.support.testing import OperatorProcess, acquire_stack, eventually
 
 SPEC: dict[str, Any] = {
     "task": "custom", "workers": 1, "procsPerWorker": 1,

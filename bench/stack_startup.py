@@ -5,7 +5,7 @@ recording when the API server and the whole stack were ready; then creates pods 
 on the idle stack and measures create -> Running as seen through a watch. Prints a table;
 results go to bench/RESULTS.md.
 
-    make bench-stack   # or: ~/.cache/tailor/venv/bin/python bench/stack_startup.py
+    ~/.cache/tailor/venv/bin/python -m bench.stack_startup   # from the repository root
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from kubernetes import client, config, watch
-from tailor_localstack.stack import Stack
-from tailor_localstack.testing import eventually
+from tailor_devstack.stack import Stack
+
+from tests.support.testing import eventually
 
 
 def pod_latencies(kubeconfig: Path, count: int) -> list[float]:

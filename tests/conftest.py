@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tailor_localstack.testing import (
+
+from tests.support.testing import (
     OperatorProcess,
     StackHandle,
     acquire_stack,

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tailor_localstack.story import JOB, MODEL, Size, Story
-from tailor_localstack.testing import OperatorProcess, StackHandle
+
+from tests.support.story import JOB, MODEL, Size, Story
+from tests.support.testing import OperatorProcess, StackHandle
 
 # Small data: the reference profile (the validation split) has only a handful of rows, too few
 # for a feature-drift test to reject anything, so this story is carried by the accuracy drop

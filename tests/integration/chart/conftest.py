@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tailor_localstack.testing import StackHandle
+
+from tests.support.testing import StackHandle
 
 REPO = Path(__file__).resolve().parents[3]
 # The API groups whose kinds the chart renders (plus what examples/ and its CRDs need).

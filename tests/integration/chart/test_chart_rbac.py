@@ -27,21 +27,22 @@ import requests
 import yaml
 from conftest import REPO
 from prometheus_client.parser import text_string_to_metric_families
-from tailor.api import contract
-from tailor.drift.profile import build_reference_profile
-from tailor_localstack.testing import StackHandle, eventually
+from tailor_contract import trainer_api
+from tailor_contract.profile import build_reference_profile
+
+from tests.support.testing import StackHandle, eventually
 
 CHART = REPO / "helm" / "tailor"
 # A short distributed run: every process all-reduces once; rank 0 writes the summary.
 PROGRAM = textwrap.dedent("""
     import torch, torch.distributed as dist
-    from tailor.api import contract
+    from tailor_contract import trainer_api
     dist.init_process_group("gloo")
     value = torch.tensor([1.0])
     dist.all_reduce(value)
     if dist.get_rank() == 0:
         with open("/dev/termination-log", "w") as f:
-            f.write(contract.TerminationSummary("Succeeded", reason="Completed",
+            f.write(trainer_api.TerminationSummary("Succeeded", reason="Completed",
                     message=f"sum {value.item()}", metrics={"test": 0.9}).to_message())
     dist.destroy_process_group()
 """)
@@ -264,7 +265,7 @@ def test_solo_operator_runs_a_trainingjob_and_a_driftmonitor_with_only_the_chart
         scraped = exported_names(families)
         assert "tailor_trainingjob_duration_seconds_count" in scraped
         queried = dashboard_and_alert_metrics(stack, release)
-        trainer = {getattr(contract, n) for n in dir(contract) if n.startswith("METRIC_")}
+        trainer = {getattr(trainer_api, n) for n in dir(trainer_api) if n.startswith("METRIC_")}
         assert queried - scraped - trainer == set()
 
         # Least privilege must still be enough: Kopf logs a 403 as a permissions warning.

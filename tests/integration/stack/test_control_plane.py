@@ -10,7 +10,8 @@ from typing import Any
 
 import requests
 from kubernetes import client, config, watch
-from tailor_localstack.testing import StackHandle, eventually
+
+from tests.support.testing import StackHandle, eventually
 
 
 def apply(stack: StackHandle, namespace: str, manifest: str) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tailor_localstack.testing import StackHandle, eventually
+from tests.support.testing import StackHandle, eventually
 
 
 def apply(stack: StackHandle, namespace: str, manifest: str) -> None:
@@ -261,7 +261,7 @@ def test_a_volume_over_tmp_still_shows_the_project_and_its_virtualenv(
           - name: main
             image: unused
             volumeMounts: [{name: tmp, mountPath: /tmp}]
-            command: [python, -c, 'import tailor_localstack, tailor.api; open("/tmp/x", "w"); print("ok")']
+            command: [python, -c, 'import tailor_devstack, tailor_contract; open("/tmp/x", "w"); print("ok")']
         """)
     eventually(lambda: phase(stack, namespace, "covered") in ("Succeeded", "Failed"),
                timeout=30, what="the pod to finish")

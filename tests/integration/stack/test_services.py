@@ -17,8 +17,9 @@ import requests
 import yaml
 from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from tailor_localstack import services
-from tailor_localstack.testing import StackHandle, eventually
+from tailor_devstack import services
+
+from tests.support.testing import StackHandle, eventually
 
 
 def s3(stack: StackHandle) -> Any:

@@ -7,9 +7,11 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tailor_localstack import netns
-from tailor_localstack.stack import Stack, binary_paths
-from tailor_localstack.testing import eventually
+from tailor_devstack import netns
+from tailor_devstack.commands import binary_paths
+from tailor_devstack.stack import Stack
+
+from tests.support.testing import eventually
 
 
 def leftovers(stack: Stack, bridge: str) -> dict[str, list[str]]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 Pod = Mapping[str, Any]
 Container = Mapping[str, Any]
@@ -88,10 +91,15 @@ def field_ref(pod: Pod, path: str) -> str:
     return _field_value(pod, path)
 
 
-def _quantity_value(quantity: str, divisor: str) -> str:
-    from tailor_localstack.nodeagent.quantity import parse_quantity
+def quantity(text: str | int) -> Decimal:
+    """A resource quantity (`500m`, `1.5Gi`, `4Pi`, `1e3`) as a number: the Kubernetes client's
+    parser, typed; ValueError for anything else."""
+    value: Decimal = parse_quantity(text)  # type: ignore[no-untyped-call]
+    return value
 
-    value = parse_quantity(quantity) / parse_quantity(divisor or "1")
+
+def _quantity_value(text: str, divisor: str) -> str:
+    value = quantity(text) / quantity(divisor or "1")
     whole = int(value) if value == int(value) else int(value) + 1  # the kubelet rounds up
     return str(whole)
 
@@ -165,6 +173,20 @@ def container_env(
                 raise EnvError(f"{kind} {ref['name']!r} {what}")
             env[name] = data[ref["key"]]
     return env
+
+
+def shm_size_limit(pod: Pod) -> int | None:
+    """The bytes of /dev/shm: the sizeLimit of an emptyDir mounted there, if any (the last
+    one a container mounts wins), else None for the runtime's default."""
+    spec = pod["spec"]
+    size = None
+    for volume in spec.get("volumes", []) or []:
+        for c in spec["containers"]:
+            for m in c.get("volumeMounts", []) or []:
+                if m["name"] == volume["name"] and m["mountPath"] == "/dev/shm" \
+                        and (volume.get("emptyDir") or {}).get("sizeLimit"):
+                    size = int(quantity(volume["emptyDir"]["sizeLimit"]))
+    return size
 
 
 def command_line(container: Container, env: Mapping[str, str]) -> list[str]:

@@ -1,15 +1,16 @@
-"""`python -m tailor_localstack up|down|status`: what `make up`, `make down`, `make status` run."""
+"""`python -m tailor_devstack up|down|status`: what `make up`, `make down`, `make status` run."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from tailor_localstack.stack import DEFAULT_GPUS, Stack, StackError
+from tailor_devstack.stack import Stack
+from tailor_devstack.state import DEFAULT_GPUS, StackError
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tailor_localstack")
+    parser = argparse.ArgumentParser(prog="python -m tailor_devstack")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local stack (idempotent)")
     up.add_argument("--gpus", type=int, default=DEFAULT_GPUS,

@@ -2,28 +2,14 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from tailor_localstack import stack as stack_module
-from tailor_localstack.nodeagent.quantity import parse_quantity
-from tailor_localstack.pki import PKI, Identity
-
-
-@pytest.mark.parametrize(("text", "value"), [
-    ("500m", Decimal("0.5")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)),
-    ("64Mi", Decimal(64 * 2**20)), ("1e3", Decimal(1000)), ("1.5k", Decimal(1500)),
-])
-def test_quantities(text: str, value: Decimal) -> None:
-    assert parse_quantity(text) == value
-
-
-def test_a_bad_quantity_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a quantity"):
-        parse_quantity("12parsecs")
+from tailor_devstack import commands, state
+from tailor_devstack import stack as stack_module
+from tailor_devstack.pki import PKI, Identity
 
 
 def test_pki_issues_identities_and_reissues_serving_for_new_addresses(tmp_path: Path) -> None:
@@ -47,14 +33,14 @@ def test_pki_issues_identities_and_reissues_serving_for_new_addresses(tmp_path: 
 def test_a_missing_debian_package_is_named_with_its_install_command(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    with pytest.raises(stack_module.StackError,
+    with pytest.raises(state.StackError,
                        match=r"prometheus is missing: install it with `apt-get install -y "
                              r"prometheus`"):
-        stack_module.binary_paths()
+        commands.binary_paths()
 
 
 def test_subnets_differ_per_directory_and_avoid_the_service_range() -> None:
     subnets = {stack_module._subnet_for(Path(f"/work/clone-{i}")) for i in range(200)}
     assert len(subnets) > 150
     assert all(s.subnet_of(ipaddress.IPv4Network("198.18.0.0/15")) for s in subnets)
-    assert all(str(s) != stack_module.SERVICE_CIDR for s in subnets)
+    assert all(str(s) != state.SERVICE_CIDR for s in subnets)

@@ -26,7 +26,7 @@ from typing import Any
 
 import boto3
 
-from tailor_localstack.testing import StackHandle, eventually
+from tests.support.testing import StackHandle, eventually
 
 MODEL = "bbc-news"
 JOB = "news"
@@ -180,8 +180,8 @@ class Story:
         import transformers
         from tailor_trainer.recipes.text import TextRecipe
 
-        transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
         bucket, _, prefix = run_uri.removeprefix("s3://").partition("/")
         with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tailor_localstack.nodeagent import hosts
+from tailor_devstack.nodeagent import hosts
 
 
 def pod(name: str, ns: str, ip: str, *, labels: dict[str, str] | None = None,

@@ -1,6 +1,8 @@
 """Test support for the local stack: reuse a running stack or start one, run kubectl, poll.
 
-Used by tests/conftest.py; kept here so the demo and benchmarks can use the same pieces.
+Imported as `tests.support.testing` (the repository root is on the path: pytest's `pythonpath`,
+or `python -m` from the root) by tests/conftest.py, the demo (`python -m tests.support.demo`)
+and the benchmarks, so they all use the same pieces.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import requests
-
-from tailor_localstack.stack import REPO_ROOT, Stack, StackState, binary_paths
+from tailor_devstack.commands import binary_paths
+from tailor_devstack.stack import Stack
+from tailor_devstack.state import REPO_ROOT, StackState
 
 T = TypeVar("T")
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailor_localstack import netns
-from tailor_localstack.nodeagent.podspec import DEFAULT_TERMINATION_MESSAGE_PATH
-from tailor_localstack.nodeagent.quantity import parse_quantity
+from tailor_devstack import netns
+from tailor_devstack.nodeagent.podspec import DEFAULT_TERMINATION_MESSAGE_PATH, quantity
 
 MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 DEFAULT_SHM_BYTES = 64 * 2**20  # what Docker and containerd give a pod
@@ -122,7 +121,7 @@ class Sandbox:
                 spec = volume["emptyDir"] or {}
                 if spec.get("medium") == "Memory":
                     limit = spec.get("sizeLimit")
-                    _mount_tmpfs(path, int(parse_quantity(limit)) if limit else None)
+                    _mount_tmpfs(path, int(quantity(limit)) if limit else None)
                     self.tmpfs_mounts.append(path)
                 else:
                     path.mkdir(parents=True, exist_ok=True)
@@ -244,7 +243,7 @@ class ContainerRun:
         path = parent / f"{pod_uid}-{self.name}-{self.restart_count}"
         try:
             path.mkdir(parents=True, exist_ok=True)
-            (path / "memory.limit_in_bytes").write_text(str(int(parse_quantity(limit))))
+            (path / "memory.limit_in_bytes").write_text(str(int(quantity(limit))))
         except OSError:
             return None
         return path
@@ -255,7 +254,7 @@ class ContainerRun:
         spec_file.chmod(0o600)  # it holds the container's environment
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [python, "-m", "tailor_localstack.nodeagent.shim", str(spec_file)],
+                [python, "-m", "tailor_devstack.nodeagent.shim", str(spec_file)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         threading.Thread(target=self._wait, name=f"wait-{self.name}", daemon=True).start()

@@ -1,4 +1,7 @@
-"""`make demo`: the whole story on the local stack (see tailor_localstack/story.py).
+"""`make demo`: the whole story on the local stack (see tests/support/story.py).
+
+`make demo` runs `python -m tests.support.demo` from the repository root, so that
+`tests.support` is importable.
 
 Train a text classifier through the operator, serve it, shift production data, watch the
 DriftMonitor catch the accuracy drop and retrain, and end with a summary and the URLs.
@@ -12,10 +15,10 @@ import secrets
 import sys
 from pathlib import Path
 
-from tailor_localstack.story import Size, Story
-from tailor_localstack.testing import OperatorProcess, acquire_stack, eventually
+from tests.support.story import Size, Story
+from tests.support.testing import OperatorProcess, acquire_stack, eventually
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "tailor-demo"
 
 

@@ -6,6 +6,7 @@ server's Node authorizer and NodeRestriction admission limit it exactly as they 
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,16 @@ import requests
 import yaml
 
 JSON = dict[str, Any]
+
+
+def now() -> str:
+    """A timestamp as the API's `Time` fields take it (seconds)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_now() -> str:
+    """A timestamp as the API's `MicroTime` fields take it (a Lease's renewTime)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ApiError(RuntimeError):

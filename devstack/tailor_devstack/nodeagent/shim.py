@@ -1,6 +1,6 @@
 """The container shim: turns one container of a Pod into an isolated local process.
 
-The node agent starts `python -m tailor_localstack.nodeagent.shim SPEC.json` for each container
+The node agent starts `python -m tailor_devstack.nodeagent.shim SPEC.json` for each container
 start. The shim (host side) joins the pod's network namespace, unshares mount, UTS and PID
 namespaces and forks the namespace's init. Init mounts a fresh `/proc`, a private `/tmp`
 (tmpfs), a minimal `/dev` with the pod's `/dev/shm` and the termination-message file, the pod's

@@ -3,11 +3,12 @@
 Everything runs as background processes owned by this machine's root user; state lives in one
 directory (`.tailor/` in the clone). Services listen on the gateway address of a private bridge
 in 198.18.0.0/15 (which pods in their network namespaces reach too) or on loopback.
+
+What each component runs is in commands.py; what `up` saves is in state.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
@@ -15,106 +16,33 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import requests
 import yaml
 
-from tailor_localstack import netns, services
-from tailor_localstack.pki import PKI, Identity, kubeconfig
+from tailor_devstack import netns, services
+from tailor_devstack.commands import Launch, binary_paths, command
+from tailor_devstack.pki import PKI, Identity, kubeconfig
+from tailor_devstack.processes import free_port, is_ours, pids_under, signal_group
+from tailor_devstack.state import (
+    DEFAULT_GPUS,
+    NODE_NAME,
+    SERVICE_CIDR,
+    StackError,
+    StackState,
+    stack_dir,
+    venv_bin,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NODE_NAME = "tailor-node"
-SERVICE_CIDR = "198.19.255.0/24"  # ClusterIPs are never routed (no kube-proxy); see docs.
-DEFAULT_GPUS = 2
 STOP_GRACE_SECONDS = 10
-
-
-class StackError(RuntimeError):
-    """A failure the user can act on; the CLI prints it as one line."""
-
-
-@dataclass
-class StackState:
-    """What `up` decided, saved so `status`, `down` and the test fixtures can find it."""
-
-    dir: str
-    bridge: str
-    gateway: str
-    pod_cidr: str
-    ports: dict[str, int]
-    s3_access_key: str
-    s3_secret_key: str
-    gpus: int = DEFAULT_GPUS
-    pids: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def api_server(self) -> str:
-        return f"https://{self.gateway}:{self.ports['apiserver']}"
-
-    @property
-    def s3_endpoint(self) -> str:
-        return f"http://{self.gateway}:{self.ports['minio']}"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"http://{self.gateway}:{self.ports['mlflow']}"
-
-    @property
-    def prometheus_url(self) -> str:
-        return f"http://{self.gateway}:{self.ports['prometheus']}"
-
-    @property
-    def alertmanager_url(self) -> str:
-        return f"http://{self.gateway}:{self.ports['alertmanager']}"
-
-
-def stack_dir() -> Path:
-    return Path(os.environ.get("TAILOR_STACK_DIR", REPO_ROOT / ".tailor")).resolve()
-
-
-def venv_bin() -> Path:
-    return Path(sys.executable).parent
-
-
-def binary_paths() -> dict[str, Path]:
-    """Where hack/build-binaries.sh put each pinned binary (read from hack/versions.sh)."""
-    script = REPO_ROOT / "hack" / "versions.sh"
-    out = subprocess.run(
-        ["bash", "-c", f'source "{script}"; echo "$TAILOR_BIN_ROOT $KUBERNETES_VERSION '
-         f'$ETCD_VERSION $MINIO_VERSION"'],
-        check=True, capture_output=True, text=True,
-    ).stdout.split()
-    root, k8s, etcd, minio = Path(out[0]), out[1], out[2], out[3]
-    kube = root / f"kubernetes-{k8s}"
-    paths = {name: kube / name for name in
-             ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")}
-    paths["etcd"] = root / f"etcd-{etcd}" / "etcd"
-    paths["minio"] = root / f"minio-{minio}" / "minio"
-    for name, debian_package in (("prometheus", "prometheus"),
-                                 ("prometheus-alertmanager", "prometheus-alertmanager")):
-        found = shutil.which(name)
-        if not found:
-            raise StackError(f"{name} is missing: install it with `apt-get install -y "
-                             f"{debian_package}` (or run `make prereqs` as root)")
-        paths[name] = Path(found)
-    for name, path in paths.items():
-        if not path.exists():
-            raise StackError(f"{name} is not built yet ({path}): run `make binaries`")
-    return paths
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+# Listen on the bridge's gateway, where pods reach them; the rest listen on loopback.
+ON_GATEWAY = {"apiserver", "kubelet", "minio", "minio-console", "mlflow", "prometheus",
+              "alertmanager"}
 
 
 def _subnet_for(directory: Path) -> ipaddress.IPv4Network:
@@ -201,7 +129,7 @@ class Stack:
 
     def _alive(self, state: StackState, name: str) -> bool:
         pid = state.pids.get(name)
-        return pid is not None and _is_ours(pid, self.dir)
+        return pid is not None and is_ours(pid, self.dir)
 
     # ----------------------------------------------------------------------------- up
     def up(self, *, gpus: int = DEFAULT_GPUS, timeout: float = 120.0,
@@ -225,7 +153,7 @@ class Stack:
         gateway = str(next(subnet.hosts()))
         bridge = "tlr" + hashlib.sha256(str(self.dir).encode()).hexdigest()[:6]
         netns.ensure_bridge(bridge, f"{gateway}/{subnet.prefixlen}")
-        ports = {name: _free_port(gateway if name in _ON_GATEWAY else "127.0.0.1")
+        ports = {name: free_port(gateway if name in ON_GATEWAY else "127.0.0.1")
                  for name in ("etcd", "etcd-peer", "apiserver", "controller-manager",
                               "scheduler", "kubelet", "minio", "minio-console", "mlflow",
                               "prometheus", "alertmanager", "alertmanager-cluster")}
@@ -280,108 +208,8 @@ class Stack:
         shutil.copy(self.pki.dir / "admin.kubeconfig", self.dir / "kubeconfig")
         (self.dir / "kubeconfig").chmod(0o600)
 
-    def _argv(self, state: StackState, name: str, paths: dict[str, Path]) -> tuple[
-            list[str], dict[str, str]]:
-        d, p, pki, gw = self.dir, state.ports, self.pki, state.gateway
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d)}
-        if name == "etcd":
-            return [str(paths["etcd"]), "--name", "tailor", "--data-dir", str(d / "etcd"),
-                    "--listen-client-urls", f"http://127.0.0.1:{p['etcd']}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{p['etcd']}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
-                    "--initial-cluster", f"tailor=http://127.0.0.1:{p['etcd-peer']}",
-                    # A throwaway test cluster: durability is not worth the fsync latency.
-                    "--unsafe-no-fsync", "--log-level", "warn"], env
-        if name == "kube-apiserver":
-            return [str(paths["kube-apiserver"]),
-                    f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
-                    f"--bind-address={gw}", f"--advertise-address={gw}",
-                    f"--secure-port={p['apiserver']}",
-                    f"--tls-cert-file={pki.cert('serving')}",
-                    f"--tls-private-key-file={pki.key('serving')}",
-                    f"--client-ca-file={pki.ca_cert}",
-                    "--authorization-mode=Node,RBAC",
-                    "--enable-admission-plugins=NodeRestriction",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                    f"--service-account-key-file={pki.sa_pub}",
-                    f"--service-account-signing-key-file={pki.sa_key}",
-                    f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
-                    f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
-                    f"--kubelet-certificate-authority={pki.ca_cert}",
-                    "--kubelet-preferred-address-types=InternalIP",
-                    "--allow-privileged=true", "--profiling=false",
-                    "--endpoint-reconciler-type=lease", "-v=1"], env
-        if name == "kube-controller-manager":
-            kc = pki.dir / "controller-manager.kubeconfig"
-            return [str(paths["kube-controller-manager"]), f"--kubeconfig={kc}",
-                    f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                    "--bind-address=127.0.0.1", f"--secure-port={p['controller-manager']}",
-                    f"--service-account-private-key-file={pki.sa_key}",
-                    f"--root-ca-file={pki.ca_cert}", "--use-service-account-credentials=true",
-                    f"--cluster-signing-cert-file={pki.ca_cert}",
-                    f"--cluster-signing-key-file={pki.key('ca')}",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    *self._serving_flags(), "--leader-elect=false", "--controllers=*",
-                    "-v=1"], env
-        if name == "kube-scheduler":
-            kc = pki.dir / "scheduler.kubeconfig"
-            return [str(paths["kube-scheduler"]), f"--kubeconfig={kc}",
-                    f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                    "--bind-address=127.0.0.1", f"--secure-port={p['scheduler']}",
-                    *self._serving_flags(), "--leader-elect=false", "-v=1"], env
-        if name == "node-agent":
-            config = self.dir / "node-agent.json"
-            config.write_text(json.dumps({
-                "node_name": NODE_NAME, "kubeconfig": str(pki.dir / "node.kubeconfig"),
-                "state_dir": str(d / "node"), "bridge": state.bridge, "gateway": gw,
-                "pod_cidr": state.pod_cidr, "port": p["kubelet"], "gpus": state.gpus,
-                "ca_file": str(pki.ca_cert), "cert_file": str(pki.cert("serving")),
-                "key_file": str(pki.key("serving")), "api_server": state.api_server,
-                "venv_bin": str(venv_bin()),
-                # What pods must still see when it lives under their private /tmp.
-                "keep_paths": [str(REPO_ROOT), str(d), sys.prefix],
-            }))
-            return [str(venv_bin() / "python"), "-m", "tailor_localstack.nodeagent",
-                    "--config", str(config)], env
-        if name == "minio":
-            env |= {"MINIO_ROOT_USER": state.s3_access_key,
-                    "MINIO_ROOT_PASSWORD": state.s3_secret_key,
-                    "MINIO_BROWSER": "on", "MINIO_UPDATE": "off"}
-            return [str(paths["minio"]), "server", "--quiet",
-                    "--address", f"{gw}:{p['minio']}",
-                    "--console-address", f"{gw}:{p['minio-console']}", str(d / "minio")], env
-        if name == "mlflow":
-            env |= {"AWS_ACCESS_KEY_ID": state.s3_access_key,
-                    "AWS_SECRET_ACCESS_KEY": state.s3_secret_key,
-                    "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint}
-            (d / "mlflow").mkdir(exist_ok=True)
-            return [str(venv_bin() / "mlflow"), "server",
-                    "--backend-store-uri", f"sqlite:///{d / 'mlflow' / 'mlflow.db'}",
-                    "--artifacts-destination", "s3://mlflow/artifacts",
-                    "--host", gw, "--port", str(p["mlflow"]), "--workers", "1",
-                    "--allowed-hosts", f"{gw}:{p['mlflow']},{gw},localhost,127.0.0.1"], env
-        if name == "prometheus":
-            config = services.write_prometheus_config(d / "prometheus", state.alertmanager_url)
-            return [str(paths["prometheus"]), f"--config.file={config}",
-                    f"--storage.tsdb.path={d / 'prometheus' / 'data'}",
-                    f"--web.listen-address={gw}:{p['prometheus']}", "--web.enable-lifecycle",
-                    "--log.level=warn"], env
-        if name == "alertmanager":
-            config = services.write_alertmanager_config(d / "alertmanager")
-            return [str(paths["prometheus-alertmanager"]), f"--config.file={config}",
-                    f"--storage.path={d / 'alertmanager' / 'data'}",
-                    f"--web.listen-address={gw}:{p['alertmanager']}",
-                    "--cluster.listen-address=", "--log.level=warn"], env
-        raise ValueError(name)
-
-    def _serving_flags(self) -> list[str]:
-        return [f"--tls-cert-file={self.pki.cert('serving')}",
-                f"--tls-private-key-file={self.pki.key('serving')}"]
-
     def _start(self, state: StackState, name: str, paths: dict[str, Path]) -> None:
-        argv, env = self._argv(state, name, paths)
+        argv, env = command(Launch(self.dir, state, self.pki, paths), name)
         with open(self.logs / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
@@ -445,20 +273,20 @@ class Stack:
                     pid = int(pidfile.read_text())
                 except ValueError:
                     pid = -1
-                if pid > 0 and _is_ours(pid, self.dir):
+                if pid > 0 and is_ours(pid, self.dir):
                     pids.append(pid)
                 pidfile.unlink()
         # The node agent first, so it can stop its pods with their grace periods.
         for pid in pids:
-            _signal_group(pid, signal.SIGTERM)
+            signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS + 5
-        while any(_is_ours(pid, self.dir) for pid in pids) and time.monotonic() < deadline:
+        while any(is_ours(pid, self.dir) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)  # poll interval of a shutdown loop bounded by the deadline
         for pid in pids:
-            if _is_ours(pid, self.dir):
-                _signal_group(pid, signal.SIGKILL)
+            if is_ours(pid, self.dir):
+                signal_group(pid, signal.SIGKILL)
         # Anything else still running from this stack directory (pods of a crashed agent).
-        for pid in _pids_under(self.dir):
+        for pid in pids_under(self.dir):
             os.kill(pid, signal.SIGKILL)
         state = self.load_state()
         netns.cleanup(prefix=netns.namespace_prefix(self.dir),
@@ -469,38 +297,5 @@ class Stack:
             progress(f"stopped {len(pids)} processes of the local stack")
 
 
-_ON_GATEWAY = {"apiserver", "kubelet", "minio", "minio-console", "mlflow", "prometheus",
-               "alertmanager"}
-
-
 def _shell_quote(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _is_ours(pid: int, directory: Path) -> bool:
-    """A live process whose command line names this stack directory (pids get reused)."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if status.rsplit(")", 1)[1].split()[0] == "Z":
-        return False
-    return str(directory) in _cmdline(pid)
-
-
-def _pids_under(directory: Path) -> list[int]:
-    mine = os.getpid()
-    return [int(p.name) for p in Path("/proc").iterdir()
-            if p.name.isdigit() and int(p.name) != mine and _is_ours(int(p.name), directory)]
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)

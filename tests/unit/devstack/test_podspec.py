@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tailor_localstack.nodeagent import podspec
+from tailor_devstack.nodeagent import podspec
 
 POD: dict[str, Any] = {
     "metadata": {"name": "w-0", "namespace": "ml", "uid": "u-1",

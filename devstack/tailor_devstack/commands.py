@@ -1,0 +1,212 @@
+"""How each component of the local stack is started: its binary, command line and environment.
+
+One function per component, each from a `Launch` (the stack directory, its state, its PKI and
+the binaries); `command(launch, name)` picks one. Some also write the component's config file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tailor_devstack import services
+from tailor_devstack.pki import PKI
+from tailor_devstack.state import (
+    NODE_NAME,
+    REPO_ROOT,
+    SERVICE_CIDR,
+    StackError,
+    StackState,
+    venv_bin,
+)
+
+Command = tuple[list[str], dict[str, str]]  # argv and environment
+
+
+def binary_paths() -> dict[str, Path]:
+    """Where hack/build-binaries.sh put each pinned binary (read from hack/versions.sh)."""
+    script = REPO_ROOT / "hack" / "versions.sh"
+    out = subprocess.run(
+        ["bash", "-c", f'source "{script}"; echo "$TAILOR_BIN_ROOT $KUBERNETES_VERSION '
+         f'$ETCD_VERSION $MINIO_VERSION"'],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    root, k8s, etcd, minio = Path(out[0]), out[1], out[2], out[3]
+    kube = root / f"kubernetes-{k8s}"
+    paths = {name: kube / name for name in
+             ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")}
+    paths["etcd"] = root / f"etcd-{etcd}" / "etcd"
+    paths["minio"] = root / f"minio-{minio}" / "minio"
+    for name, debian_package in (("prometheus", "prometheus"),
+                                 ("prometheus-alertmanager", "prometheus-alertmanager")):
+        found = shutil.which(name)
+        if not found:
+            raise StackError(f"{name} is missing: install it with `apt-get install -y "
+                             f"{debian_package}` (or run `make prereqs` as root)")
+        paths[name] = Path(found)
+    for name, path in paths.items():
+        if not path.exists():
+            raise StackError(f"{name} is not built yet ({path}): run `make binaries`")
+    return paths
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the components' command lines are made of."""
+
+    dir: Path
+    state: StackState
+    pki: PKI
+    paths: dict[str, Path]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every component starts from (a fresh dict each time)."""
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir)}
+
+    def serving_flags(self) -> list[str]:
+        return [f"--tls-cert-file={self.pki.cert('serving')}",
+                f"--tls-private-key-file={self.pki.key('serving')}"]
+
+
+def _etcd(launch: Launch) -> Command:
+    d, p = launch.dir, launch.state.ports
+    return [str(launch.paths["etcd"]), "--name", "tailor", "--data-dir", str(d / "etcd"),
+            "--listen-client-urls", f"http://127.0.0.1:{p['etcd']}",
+            "--advertise-client-urls", f"http://127.0.0.1:{p['etcd']}",
+            "--listen-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
+            "--initial-cluster", f"tailor=http://127.0.0.1:{p['etcd-peer']}",
+            # A throwaway test cluster: durability is not worth the fsync latency.
+            "--unsafe-no-fsync", "--log-level", "warn"], launch.env
+
+
+def _apiserver(launch: Launch) -> Command:
+    p, pki, gw = launch.state.ports, launch.pki, launch.state.gateway
+    return [str(launch.paths["kube-apiserver"]),
+            f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+            f"--bind-address={gw}", f"--advertise-address={gw}",
+            f"--secure-port={p['apiserver']}",
+            f"--tls-cert-file={pki.cert('serving')}",
+            f"--tls-private-key-file={pki.key('serving')}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--allow-privileged=true", "--profiling=false",
+            "--endpoint-reconciler-type=lease", "-v=1"], launch.env
+
+
+def _controller_manager(launch: Launch) -> Command:
+    pki = launch.pki
+    kc = pki.dir / "controller-manager.kubeconfig"
+    return [str(launch.paths["kube-controller-manager"]), f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1", f"--secure-port={launch.state.ports['controller-manager']}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}", "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.key('ca')}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            *launch.serving_flags(), "--leader-elect=false", "--controllers=*",
+            "-v=1"], launch.env
+
+
+def _scheduler(launch: Launch) -> Command:
+    kc = launch.pki.dir / "scheduler.kubeconfig"
+    return [str(launch.paths["kube-scheduler"]), f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1", f"--secure-port={launch.state.ports['scheduler']}",
+            *launch.serving_flags(), "--leader-elect=false", "-v=1"], launch.env
+
+
+def _node_agent(launch: Launch) -> Command:
+    """`python -m tailor_devstack.nodeagent` with the JSON config it reads (nodeagent/config.py)."""
+    d, state, pki = launch.dir, launch.state, launch.pki
+    config = d / "node-agent.json"
+    config.write_text(json.dumps({
+        "node_name": NODE_NAME, "kubeconfig": str(pki.dir / "node.kubeconfig"),
+        "state_dir": str(d / "node"), "bridge": state.bridge, "gateway": state.gateway,
+        "pod_cidr": state.pod_cidr, "port": state.ports["kubelet"], "gpus": state.gpus,
+        "ca_file": str(pki.ca_cert), "cert_file": str(pki.cert("serving")),
+        "key_file": str(pki.key("serving")), "api_server": state.api_server,
+        "venv_bin": str(venv_bin()),
+        # What pods must still see when it lives under their private /tmp.
+        "keep_paths": [str(REPO_ROOT), str(d), sys.prefix],
+    }))
+    return [str(venv_bin() / "python"), "-m", "tailor_devstack.nodeagent",
+            "--config", str(config)], launch.env
+
+
+def _minio(launch: Launch) -> Command:
+    state, gw, p = launch.state, launch.state.gateway, launch.state.ports
+    env = launch.env | {"MINIO_ROOT_USER": state.s3_access_key,
+                        "MINIO_ROOT_PASSWORD": state.s3_secret_key,
+                        "MINIO_BROWSER": "on", "MINIO_UPDATE": "off"}
+    return [str(launch.paths["minio"]), "server", "--quiet",
+            "--address", f"{gw}:{p['minio']}",
+            "--console-address", f"{gw}:{p['minio-console']}", str(launch.dir / "minio")], env
+
+
+def _mlflow(launch: Launch) -> Command:
+    d, state, gw, p = launch.dir, launch.state, launch.state.gateway, launch.state.ports
+    env = launch.env | {"AWS_ACCESS_KEY_ID": state.s3_access_key,
+                        "AWS_SECRET_ACCESS_KEY": state.s3_secret_key,
+                        "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint}
+    (d / "mlflow").mkdir(exist_ok=True)
+    return [str(venv_bin() / "mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{d / 'mlflow' / 'mlflow.db'}",
+            "--artifacts-destination", "s3://mlflow/artifacts",
+            "--host", gw, "--port", str(p["mlflow"]), "--workers", "1",
+            "--allowed-hosts", f"{gw}:{p['mlflow']},{gw},localhost,127.0.0.1"], env
+
+
+def _prometheus(launch: Launch) -> Command:
+    d, state = launch.dir, launch.state
+    config = services.write_prometheus_config(d / "prometheus", state.alertmanager_url)
+    return [str(launch.paths["prometheus"]), f"--config.file={config}",
+            f"--storage.tsdb.path={d / 'prometheus' / 'data'}",
+            f"--web.listen-address={state.gateway}:{state.ports['prometheus']}",
+            "--web.enable-lifecycle", "--log.level=warn"], launch.env
+
+
+def _alertmanager(launch: Launch) -> Command:
+    d, state = launch.dir, launch.state
+    config = services.write_alertmanager_config(d / "alertmanager")
+    return [str(launch.paths["prometheus-alertmanager"]), f"--config.file={config}",
+            f"--storage.path={d / 'alertmanager' / 'data'}",
+            f"--web.listen-address={state.gateway}:{state.ports['alertmanager']}",
+            "--cluster.listen-address=", "--log.level=warn"], launch.env
+
+
+COMMANDS: dict[str, Callable[[Launch], Command]] = {
+    "etcd": _etcd,
+    "kube-apiserver": _apiserver,
+    "kube-controller-manager": _controller_manager,
+    "kube-scheduler": _scheduler,
+    "node-agent": _node_agent,
+    "minio": _minio,
+    "mlflow": _mlflow,
+    "prometheus": _prometheus,
+    "alertmanager": _alertmanager,
+}
+
+
+def command(launch: Launch, name: str) -> Command:
+    """The argv and environment that start component `name`."""
+    if name not in COMMANDS:
+        raise ValueError(name)
+    return COMMANDS[name](launch)
