@@ -29,15 +29,15 @@ setup: prereqs binaries venv
 
 .PHONY: up
 up: setup ## start the local stack in the background (idempotent); writes .tailor/env
-	@$(PY) -m tailor_localstack up
+	@$(PY) -m tailor_devstack up
 
 .PHONY: down
 down: ## stop the local stack; leaves no processes, mounts, namespaces or bridges
-	@if [ -x $(PY) ]; then $(PY) -m tailor_localstack down; fi
+	@if [ -x $(PY) ]; then $(PY) -m tailor_devstack down; fi
 
 .PHONY: status
 status: ## show the local stack's components and their health
-	@$(PY) -m tailor_localstack status
+	@$(PY) -m tailor_devstack status
 
 .PHONY: operator
 operator: up ## run the operator in the foreground against the local stack (all namespaces)
@@ -45,16 +45,17 @@ operator: up ## run the operator in the foreground against the local stack (all 
 
 .PHONY: demo
 demo: up ## the whole story: train, promote, serve, drift, retrain (a few minutes on 2 CPUs)
-	@$(PY) hack/demo.py
+	@$(PY) -m tests.support.demo
 
 .PHONY: demo-smoke
 demo-smoke: up ## a one-minute distributed smoke test through the operator
-	@$(PY) hack/demo.py --smoke
+	@$(PY) -m tests.support.demo --smoke
 
 .PHONY: lint
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the import layers (import-linter)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
+	@$(VENV)/bin/lint-imports --no-logo --cache-dir $(TAILOR_CACHE)/import-linter
 
 .PHONY: test
 test: setup chart-tools lint ## lint, then unit, integration and end-to-end tests (starts the stack if needed)

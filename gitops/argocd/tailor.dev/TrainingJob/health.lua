@@ -1,6 +1,7 @@
 -- Argo CD health of a tailor.dev TrainingJob, read from its conditions the way Argo CD reads a
 -- batch/v1 Job: Succeeded is Healthy, Failed is Degraded, Suspended is Suspended, anything else
--- (waiting for the operator, pending, running, restarting) is Progressing.
+-- (waiting for the operator, pending, running, restarting) is Progressing. A job that Kueue has
+-- not admitted yet is Suspended too (reason Queued), as Argo CD shows a queued Job.
 local hs = {}
 
 local function condition(conditions, kind)

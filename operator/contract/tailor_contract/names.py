@@ -1,0 +1,40 @@
+"""Deterministic names of the objects Tailor creates; the CRDs' name limits derive from these."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tailor_contract.constants import RETRAIN_HASH_LENGTH, RETRAIN_INFIX, WORKER_JOB_SUFFIX
+
+
+def service_name(trainingjob: str) -> str:
+    """The headless Service that gives worker pods stable DNS names."""
+    return trainingjob
+
+
+def worker_job_name(trainingjob: str) -> str:
+    """The Indexed Job running the worker group."""
+    return f"{trainingjob}{WORKER_JOB_SUFFIX}"
+
+
+def worker_hostname(trainingjob: str, index: int) -> str:
+    """Host name of worker ``index`` (the Indexed Job's ``<job>-<index>``)."""
+    return f"{worker_job_name(trainingjob)}-{index}"
+
+
+def retrain_job_name(driftmonitor: str, trigger_id: str) -> str:
+    """The TrainingJob a DriftMonitor creates for one trigger.
+
+    The hash of the trigger's identity (e.g. the window end and the reason, or an alert's
+    fingerprint) makes the name deterministic, so a retried or restarted check creates the
+    same object again and the API server's AlreadyExists stops a duplicate.
+    """
+    digest = hashlib.sha256(trigger_id.encode()).hexdigest()[:RETRAIN_HASH_LENGTH]
+    return f"{driftmonitor}{RETRAIN_INFIX}{digest}"
+
+
+def production_data_uri(output_uri: str, model: str, trainingjob: str) -> str:
+    """The labelled production examples a DriftMonitor folds into retrain ``trainingjob``:
+    beside the model's runs and test manifest (``<output>/<model>/``), one object per retrain,
+    so a restarted operator writes the same object again."""
+    return f"{output_uri.rstrip('/')}/{model}/production-data/{trainingjob}.parquet"

@@ -1,0 +1,141 @@
+"""The contract between the operator and the trainer image, imported by both sides.
+
+The operator starts the trainer in every worker pod as
+`torchrun <PET_* from env> -m tailor_trainer` and hands it the TrainingJob through the
+environment; the trainer reports back through its exit code, its termination message and a
+Prometheus endpoint on rank 0. Nothing here imports torch or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+# --- what the operator hands the trainer (environment variables) -----------------------------
+ENV_TRAININGJOB: Final = "TAILOR_TRAININGJOB"
+"""JSON of {apiVersion, kind, metadata: {name, namespace, uid}, spec: <defaulted spec>}."""
+ENV_RUN_ID: Final = "TAILOR_RUN_ID"
+"""The run's id: one per TrainingJob, stable across the group restarts of that job."""
+ENV_ARTIFACT_URI: Final = "TAILOR_ARTIFACT_URI"
+"""Where this run's artifacts go: `<spec.output.uri>/<model name>/runs/<run id>/`."""
+ENV_MODEL_URI: Final = "TAILOR_MODEL_URI"
+"""The model's prefix, `<spec.output.uri>/<model name>/`: the locked test manifest and the
+production model live here and outlive every run."""
+ENV_METRICS_PORT: Final = "TAILOR_METRICS_PORT"
+ENV_RESTART_COUNT: Final = "TAILOR_GROUP_RESTARTS"
+"""How many times the worker group has been restarted (0 on the first attempt)."""
+
+def run_id(trainingjob_uid: str) -> str:
+    """The run's id (ENV_RUN_ID): one per TrainingJob object, stable across restarts of its
+    worker group, new when the object is re-created."""
+    return f"run-{trainingjob_uid[:8]}"
+
+
+METRICS_PORT: Final = 9464
+"""Rank 0 serves Prometheus metrics here; the operator scrapes it for status.progress."""
+RENDEZVOUS_PORT: Final = 29400
+"""torchrun's c10d rendezvous store, hosted by worker 0."""
+MASTER_PORT: Final = 29500
+
+LAUNCHER: Final = ("python", "-m", "tailor_trainer.launch")
+"""The worker container's entry point: torchrun's launcher run in-process, taking torchrun's
+arguments (its options come from PET_* variables), so that the container's exit code is the
+trainer's (EXIT_PERMANENT survives) rather than torchrun's own 1."""
+
+# --- what the trainer writes (artifact names) -------------------------------------------------
+# In the run's prefix (ENV_ARTIFACT_URI):
+ARTIFACT_MODEL_DIR: Final = "model"
+ARTIFACT_CHECKPOINTS_DIR: Final = "checkpoints"
+ARTIFACT_METRICS: Final = "metrics.json"
+ARTIFACT_DATA_QUALITY: Final = "data-quality.json"
+ARTIFACT_REFERENCE_PROFILE: Final = "reference-profile.json"
+"""The training-time distributions (tailor_contract.profile) the DriftMonitor compares with."""
+ARTIFACT_MODEL_CARD: Final = "model-card.md"
+ARTIFACT_MANIFEST: Final = "manifest.json"
+"""sha256 and size of every file of the run, written last: a run without it is incomplete."""
+# In the model's prefix (ENV_MODEL_URI), outliving every run:
+PRODUCTION_POINTER: Final = "production.json"
+"""Which run is in production; replaced in a single PUT on promotion."""
+
+
+def test_set_manifest(model_uri: str, version: int) -> str:
+    """The locked test set's id manifest, written once and read by every later run."""
+    return f"{model_uri.rstrip('/')}/test-sets/v{version}/manifest.json"
+
+
+# --- what the trainer reports back ------------------------------------------------------------
+EXIT_SUCCESS: Final = 0
+EXIT_PERMANENT: Final = 42
+"""Bad data or bad configuration: retrying cannot help, the job fails at once."""
+EXIT_RETRYABLE: Final = 75
+"""A transient failure (storage unreachable, say): the worker group is restarted."""
+# Any other non-zero exit (a crash, SIGKILL, OOM) is treated as retryable too.
+
+TERMINATION_MESSAGE_LIMIT: Final = 4096
+
+# Keys of TerminationSummary.metrics that the operator copies into the TrainingJob's status.
+SUMMARY_VALIDATION: Final = "validation"  # the candidate's metric on the validation split
+SUMMARY_TEST: Final = "test"  # the candidate's metric on the locked test set
+SUMMARY_BASELINE: Final = "baseline"  # the generic baseline's, on the same test set
+SUMMARY_PRODUCTION: Final = "production"  # the current production model's, if there is one
+SUMMARY_IMPROVEMENT: Final = "improvement"  # over the model the verdict was decided against
+SUMMARY_P_VALUE: Final = "pValue"  # of that comparison's paired significance test
+SUMMARY_TEST_EXAMPLES: Final = "testExamples"
+
+# TerminationSummary.data_quality: the gate's outcome, which the operator turns into the
+# DataQualityPassed condition (reason DataQualityPassed, DataQualityWarnings or
+# DataQualityFailed, from tailor_contract.constants).
+QUALITY_PASSED: Final = "Passed"
+QUALITY_WARNINGS: Final = "Warnings"
+QUALITY_FAILED: Final = "Failed"
+
+# Prometheus metric names served by rank 0 (gauges unless noted).
+METRIC_STEP: Final = "tailor_trainer_step"
+METRIC_TOTAL_STEPS: Final = "tailor_trainer_total_steps"
+METRIC_EPOCH: Final = "tailor_trainer_epoch"
+METRIC_LOSS: Final = "tailor_trainer_loss"
+METRIC_SAMPLES_PER_SECOND: Final = "tailor_trainer_samples_per_second"
+METRIC_ETA_SECONDS: Final = "tailor_trainer_eta_seconds"
+
+
+@dataclass
+class TerminationSummary:
+    """What the trainer writes to its termination message (JSON, one line, <= 4 KiB)."""
+
+    outcome: str  # "Succeeded" or "Failed"
+    reason: str = ""  # a CamelCase reason, e.g. DataQualityFailed, Promoted, NotSignificant
+    message: str = ""
+    permanent: bool = False
+    artifact_uri: str = ""
+    mlflow_run_id: str = ""
+    promoted: bool | None = None
+    data_quality: str = ""  # QUALITY_PASSED, QUALITY_WARNINGS or QUALITY_FAILED; "" if not run
+    data_quality_message: str = ""  # the violated checks, for the condition's message
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_message(self) -> str:
+        text = json.dumps({k: v for k, v in asdict(self).items() if v not in ("", None, {})},
+                          separators=(",", ":"))
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            return text
+        short = TerminationSummary(self.outcome, self.reason, self.message[:1024],
+                                   self.permanent, self.artifact_uri, self.mlflow_run_id,
+                                   self.promoted, self.data_quality,
+                                   self.data_quality_message[:512], {})
+        return short.to_message()
+
+    @classmethod
+    def parse(cls, text: str | None) -> TerminationSummary | None:
+        """The summary in a termination message, or None when it holds something else (a log
+        tail written by FallbackToLogsOnError, say)."""
+        if not text:
+            return None
+        try:
+            data: Any = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or "outcome" not in data:
+            return None
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
