@@ -164,7 +164,7 @@ NANNYML = PEAK + textwrap.dedent(
 S3_PEAK = PEAK + textwrap.dedent(
     """
     import os
-    from tailor.drift import s3_filesystem
+    from tailor.io.objectstore import s3_filesystem
     fs = s3_filesystem(endpoint=os.environ["AWS_ENDPOINT_URL_S3"],
                        access_key=os.environ["AWS_ACCESS_KEY_ID"],
                        secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
@@ -281,7 +281,8 @@ def part_b(
     rows: int, cols: int, workdir: Path, files: int, timeout: float, repeat: int
 ) -> list[Measure]:
     import pyarrow.parquet as pq
-    from tailor.drift import build_reference_profile, s3_filesystem
+    from tailor.drift import build_reference_profile
+    from tailor.io.objectstore import s3_filesystem
 
     env = dict(os.environ)
     fs = s3_filesystem(

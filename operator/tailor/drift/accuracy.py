@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+from tailor_contract.metrics import macro_f1, macro_f1_many
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -219,30 +220,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def macro_f1(confusion: npt.ArrayLike) -> float:
-    """Unweighted mean of per-class F1 over classes that occur as a label or a prediction.
-
-    ``confusion[i, j]`` counts predictions ``i`` with label ``j``. Matches scikit-learn's
-    ``f1_score(average="macro")`` on the same predictions.
-    """
-    values = macro_f1_many(np.asarray(confusion, dtype=np.float64)[None, :, :])
-    return float(values[0])
-
-
-def macro_f1_many(confusions: FloatArray) -> FloatArray:
-    """``macro_f1`` of each ``confusions[b]`` (vectorised for the bootstrap)."""
-    tp = np.diagonal(confusions, axis1=1, axis2=2)
-    predicted = confusions.sum(axis=2)
-    actual = confusions.sum(axis=1)
-    present = (predicted + actual) > 0
-    denom = predicted + actual
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(present, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
-    n_present = present.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_present > 0, f1.sum(axis=1) / np.maximum(n_present, 1), np.nan)
 
 
 def bootstrap_interval(

@@ -1,8 +1,10 @@
 """Reading prediction and label logs (Parquet or JSONL, on S3 or local disk) as arrow batches.
 
-Batches stream: a Parquet file is read a row group at a time and only the requested columns are
-fetched, so a check's memory does not grow with the window. One thread reads the next row group
-(or JSONL file) while the caller works on the current one: at most two are held at once.
+S3 needs a pyarrow filesystem that knows the store's endpoint and credentials: the operator
+makes it (``tailor.io.objectstore.s3_filesystem``) and passes it in. Batches stream: a Parquet
+file is read a row group at a time and only the requested columns are fetched, so a check's
+memory does not grow with the window. One thread reads the next row group (or JSONL file) while
+the caller works on the current one: at most two are held at once.
 """
 
 from __future__ import annotations
@@ -15,32 +17,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+from tailor_contract import uris
 
 LogFormat = Literal["auto", "jsonl", "parquet"]
 
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
-
-
-def s3_filesystem(
-    *,
-    endpoint: str | None = None,
-    region: str = "us-east-1",
-    access_key: str | None = None,
-    secret_key: str | None = None,
-    session_token: str | None = None,
-) -> pafs.S3FileSystem:
-    """An arrow S3 filesystem for AWS S3 or an S3-compatible store such as MinIO.
-
-    Without keys, arrow's default chain (environment, IRSA web identity, instance profile) is used.
-    """
-    kwargs: dict[str, object] = {"region": region}
-    if endpoint:
-        scheme, _, rest = endpoint.partition("://")
-        kwargs["endpoint_override"] = rest or scheme
-        kwargs["scheme"] = scheme if rest else "https"
-    if access_key and secret_key:
-        kwargs.update(access_key=access_key, secret_key=secret_key, session_token=session_token)
-    return pafs.S3FileSystem(**kwargs)
 
 
 class ParquetColumns(Mapping[str, pa.ChunkedArray]):
@@ -93,10 +74,10 @@ def read_log_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Yield the record batches of every log file under ``uri`` (a prefix or one object).
 
-    ``uri`` is ``s3://bucket/prefix`` (with ``filesystem`` from ``s3_filesystem`` for custom
-    endpoints) or a local path. ``format="auto"`` decides per file from its extension:
-    ``.parquet`` or JSON lines (``.jsonl``, ``.json``, ``.ndjson``, optionally gzipped). Columns
-    missing from a file are simply absent from its batches.
+    ``uri`` is ``s3://bucket/prefix`` (with the store's ``filesystem``) or a local path.
+    ``format="auto"`` decides per file from its extension: ``.parquet`` or JSON lines
+    (``.jsonl``, ``.json``, ``.ndjson``, optionally gzipped). Columns missing from a file are
+    simply absent from its batches.
     """
     fs, path = resolve(uri, filesystem)
     for table in _read_ahead(_tables(fs, _list_files(fs, path), format, columns)):
@@ -144,10 +125,12 @@ def _read_ahead(tables: Generator[pa.Table, None, None]) -> Iterator[pa.Table]:
 
 
 def resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
-    """The filesystem (the given one, else S3 or local by the URI) and the path in it."""
-    if uri.startswith("s3://"):
-        path = uri.removeprefix("s3://")
-        return (filesystem or pafs.S3FileSystem()), path
+    """The filesystem (the given one, else the local disk) and the path in it. An ``s3://``
+    URI needs the store's filesystem: which endpoint and credentials is the caller's to say."""
+    if uris.is_s3(uri):
+        if filesystem is None:
+            raise ValueError(f"{uri} is on S3: pass the store's pyarrow filesystem")
+        return filesystem, uris.S3Uri.parse(uri).path
     return (filesystem or pafs.LocalFileSystem()), uri
 
 

@@ -47,6 +47,8 @@ class ProductionColumns:
     """Columns copied under the same name: the model's inputs (and a group column)."""
     required: tuple[str, ...] = ()
     """Inputs a row cannot be trained on without (the text or image column)."""
+    log_label: str = "label"
+    """The ground-truth log's label column."""
 
     def output_names(self) -> list[str]:
         names = [self.id, *(c for c in self.inputs if c not in (self.id, self.label)),
@@ -152,6 +154,23 @@ def write_parquet(tables: Iterable[pa.Table], uri: str,
         if sink is not None:
             sink.close()
     return rows
+
+
+def write_window(predictions: Iterable[pa.RecordBatch | pa.Table],
+                 ground_truth: Iterable[pa.RecordBatch | pa.Table], columns: ProductionColumns,
+                 uri: str, filesystem: pafs.FileSystem | None = None, *,
+                 window_start: datetime | None = None, window_end: datetime | None = None,
+                 max_rows: int = MAX_ROWS) -> LabelledExamples:
+    """Write a window's labelled examples to one Parquet object at ``uri``: the ground truth
+    read in full (latest label per id, as a check reads it), the predictions streamed. Returns
+    the examples, whose counters say what was written (``rows``, ``skipped``, ``truncated``)."""
+    labels = LabelIndex.from_batches(ground_truth, id_column=columns.log_id,
+                                     label_column=columns.log_label,
+                                     timestamp_column=columns.log_timestamp)
+    examples = LabelledExamples(predictions, labels, columns, window_start=window_start,
+                                window_end=window_end, max_rows=max_rows)
+    write_parquet(examples, uri, filesystem)
+    return examples
 
 
 def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:

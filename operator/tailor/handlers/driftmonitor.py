@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-
-from tailor.api.constants import DRIFTMONITOR_PLURAL, GROUP, VERSION
+from tailor_contract.constants import DRIFTMONITOR_PLURAL, GROUP, VERSION
 
 
 @kopf.index(GROUP, VERSION, DRIFTMONITOR_PLURAL)

@@ -11,9 +11,9 @@ from tailor.drift.accuracy import (
     LabelIndex,
     bootstrap_interval,
     evaluate_accuracy,
-    macro_f1,
     wilson_interval,
 )
+from tailor_contract.metrics import macro_f1
 
 
 @pytest.mark.parametrize(("k", "n"), [(81, 263), (0, 10), (10, 10), (1, 2), (950, 1000)])

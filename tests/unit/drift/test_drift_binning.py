@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from tailor.drift import window
-from tailor.drift.profile import ReferenceProfile, build_reference_profile, numeric_profile
-from tailor.drift.window import GRID_MIN_VALUES, EdgeBinner, NumericCounts, WindowAccumulator
+from tailor.drift import binning, window
+from tailor.drift.binning import GRID_MIN_VALUES, EdgeBinner
+from tailor.drift.window import NumericCounts, WindowAccumulator
+from tailor_contract.profile import ReferenceProfile, build_reference_profile, numeric_profile
 
 
 def _searchsorted_counts(edges, x):
@@ -115,8 +116,8 @@ def test_a_non_numeric_column_fails_the_same_on_threads(monkeypatch: pytest.Monk
 def test_batches_of_changing_sizes_reuse_the_scratch_and_count_exactly(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Thread-local buffers are sliced to each batch; a batch above the cap gets its own.
-    monkeypatch.setattr(window, "SCRATCH_MAX_VALUES", 30_000)
-    monkeypatch.setattr(window, "_PER_THREAD", window._PerThread())
+    monkeypatch.setattr(binning, "SCRATCH_MAX_VALUES", 30_000)
+    monkeypatch.setattr(binning, "_PER_THREAD", binning._PerThread())
     rng = np.random.default_rng(11)
     edges = numeric_profile(rng.normal(size=20_000)).edges
     for size in (20_000, 5_000, 40_000, 25_000, 4_096):
@@ -128,4 +129,4 @@ def test_batches_of_changing_sizes_reuse_the_scratch_and_count_exactly(
         assert np.array_equal(counts.counts, expected), size
         assert counts.missing == missing
         assert (counts.below_sum, counts.above_sum) == (below, above)
-    assert window._PER_THREAD.buffers.floats.size == 25_000  # the largest batch under the cap
+    assert binning._PER_THREAD.buffers.floats.size == 25_000  # the largest batch under the cap

@@ -1,4 +1,6 @@
-"""A whole check: method choice, thresholds, calibration, merging, windows, logs, status."""
+"""A whole check: method choice, thresholds, calibration, merging, windows, logs.
+
+How a check reads a spec and renders status: tests/unit/operator/test_driftmonitor_assess.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tailor.api.driftmonitor import DriftMonitorSpec
 from tailor.drift import (
     CheckSettings,
     LabelIndex,
@@ -194,59 +195,6 @@ def test_accuracy_check_end_to_end():
     assert result.labeled == 1500 and result.label_coverage == 0.75
     assert result.accuracy is not None and result.accuracy.value == pytest.approx(0.6, abs=0.05)
     assert result.accuracy_alert
-
-
-def test_from_spec_reads_the_monitor_settings():
-    spec = DriftMonitorSpec.model_validate(
-        {
-            "model": {"trainingJob": "news"},
-            "production": {
-                "predictionsUri": "s3://logs/predictions/",
-                "groundTruthUri": "s3://logs/labels/",
-                "window": "48h",
-                "minSamples": 50,
-                "minLabeled": 20,
-                "columns": {"id": "request_id"},
-            },
-            "checks": {
-                "accuracy": {"metric": "macro-f1", "threshold": 0.8, "confidenceLevel": 0.9},
-                "featureDrift": {"method": "ks", "threshold": 0.01, "calibrate": True},
-                "predictionDrift": {"method": "psi"},
-            },
-        }
-    )
-    settings = CheckSettings.from_spec(spec)
-    assert settings.feature_method == "ks" and settings.feature_threshold == 0.01
-    assert settings.calibrate and settings.prediction_method == "psi"
-    assert (settings.accuracy_metric, settings.accuracy_threshold) == ("macro-f1", 0.8)
-    assert settings.confidence_level == 0.9
-    assert (settings.min_samples, settings.min_labeled) == (50, 20)
-    assert settings.id_column == "request_id" and settings.cohort_seconds == 7200
-
-
-def test_status_has_the_crd_shape():
-    logs = _logs(3000, shift=1.0)
-    settings = CheckSettings(accuracy_metric="accuracy", accuracy_threshold=0.9)
-    ground_truth = pa.table({"id": logs["id"], "label": logs["prediction"]})
-    status = run_check(
-        _reference(),
-        [logs],
-        [ground_truth],
-        settings,
-        window_start=START,
-        window_end=START + timedelta(days=1),
-    ).to_status()
-    json.dumps(status, allow_nan=False)
-    assert status["window"] == {
-        "predictions": 3000,
-        "labeled": 3000,
-        "labelCoverage": 1.0,
-        "start": "2030-01-01T00:00:00Z",
-        "end": "2030-01-02T00:00:00Z",
-    }
-    assert status["driftSummary"] == "2/3"  # x and y moved, city did not
-    assert set(status["features"][0]) == {"name", "method", "score", "threshold", "drifted"}
-    assert status["accuracy"]["value"] == 1.0 and status["accuracy"]["samples"] == 3000
 
 
 def test_logs_stream_from_parquet_and_jsonl(tmp_path):

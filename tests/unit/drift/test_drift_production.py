@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tailor.api.names import production_data_uri
 from tailor.drift.accuracy import LabelIndex
 from tailor.drift.production import LabelledExamples, ProductionColumns, write_parquet
+from tailor_contract.names import production_data_uri
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 COLUMNS = ProductionColumns(log_id="request", log_timestamp="ts", id="id", label="label",

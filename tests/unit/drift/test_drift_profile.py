@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from tailor.drift import FORMAT_VERSION, ProfileError, ReferenceProfile, build_reference_profile
-from tailor.drift.profile import CategoricalProfile, NumericProfile, TextProfile, text_summaries
+from tailor_contract.profile import CategoricalProfile, NumericProfile, TextProfile, text_summaries
 
 
 def _profile(n=2000, seed=0):

@@ -7,8 +7,8 @@ import pytest
 from scipy import stats as sps
 from scipy.spatial import distance
 from tailor.drift import stats
-from tailor.drift.profile import numeric_profile
 from tailor.drift.window import NumericCounts
+from tailor_contract.profile import numeric_profile
 
 
 def _hist(values, profile):

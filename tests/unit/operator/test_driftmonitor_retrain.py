@@ -1,11 +1,13 @@
-"""A retrain recorded before an operator restart is created with the same production data.
+"""The DriftMonitor controller against a fake Kube and a local directory standing in for S3.
 
-The controller runs against a fake Kube and a local directory standing in for S3 (pyarrow's
-SubTreeFileSystem), so the restart path is exercised without a cluster.
+A retrain recorded before an operator restart is created with the same production data; the
+object store's failures become conditions; an alert retrains once. pyarrow's SubTreeFileSystem
+plays the bucket, so the whole check runs without a cluster.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -14,24 +16,48 @@ from typing import Any
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from tailor.api.driftmonitor import DriftMonitorSpec
-from tailor.api.names import retrain_job_name
-from tailor.drift import logs as drift_logs
-from tailor.driftmonitors import DriftMonitorController, Trigger
+from tailor.assess.conditions import find
+from tailor.controllers.driftmonitor import DriftMonitorController
+from tailor.io import objectstore
 from tailor.settings import OperatorSettings
+from tailor_contract import constants as c
+from tailor_contract.driftmonitor import DriftMonitorSpec, RetrainTrigger
+from tailor_contract.names import retrain_job_name
 
 
 class FakeKube:
-    def __init__(self) -> None:
+    """The calls the controller makes, kept in memory."""
+
+    def __init__(self, monitor: dict[str, Any] | None = None) -> None:
         self.created: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.monitor = copy.deepcopy(monitor)
+        self.secrets: dict[str, str] = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}
 
     def get_trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         return next((j for j in self.created if j["metadata"]["name"] == name), None)
 
-    def create_trainingjob(self, body: dict[str, Any]) -> dict[str, Any]:
+    def list_trainingjobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        label, _, value = selector.partition("=")
+        return [j for j in self.created if j["metadata"]["labels"].get(label) == value]
+
+    def create_trainingjob(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        if self.get_trainingjob("ns", body["metadata"]["name"]) is not None:
+            return None
         self.created.append(body)
         return body
+
+    def get_driftmonitor(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.monitor)
+
+    def patch_driftmonitor_status(self, body: dict[str, Any], status: dict[str, Any], *,
+                                  precondition: bool = True) -> dict[str, Any] | None:
+        assert self.monitor is not None
+        self.monitor["status"] = copy.deepcopy(status)
+        return self.monitor
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        return self.secrets.get(key)
 
     def event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
@@ -43,12 +69,18 @@ def stamp(t: float) -> str:
 
 @pytest.fixture
 def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """s3://bkt/... is tmp_path/b/...; the profile is read from there too."""
+    """s3://bkt/... is tmp_path/bkt/...; the profile is read from there too."""
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    # The controller imports the drift stack on first use, from tailor.drift.logs.
-    monkeypatch.setattr(drift_logs, "s3_filesystem", lambda **_: fs)
-    monkeypatch.setattr(DriftMonitorController, "_read_json", staticmethod(
-        lambda uri, storage: json.loads((tmp_path / uri.removeprefix("s3://")).read_text())))
+    monkeypatch.setattr(objectstore, "filesystem", lambda store: fs)
+
+    def read_json(uri: str, store: objectstore.Storage) -> dict[str, Any]:
+        path = tmp_path / uri.removeprefix("s3://")
+        if not path.exists():
+            raise objectstore.ObjectNotFound(f"{uri} does not exist")
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+
+    monkeypatch.setattr(objectstore, "read_json", read_json)
     root = tmp_path / "bkt"
     (root / "logs" / "predictions").mkdir(parents=True)
     (root / "logs" / "labels").mkdir(parents=True)
@@ -58,14 +90,17 @@ def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def monitor(template: dict[str, Any], include: bool = True) -> dict[str, Any]:
+def monitor(template: dict[str, Any], include: bool = True,
+            status: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 1},
             "spec": {"model": {"profileUri": "s3://bkt/profile.json"},
                      "production": {"predictionsUri": "s3://bkt/logs/predictions/",
                                     "groundTruthUri": "s3://bkt/logs/labels/", "window": "1h"},
-                     "storage": {"endpoint": "http://s3.invalid"},
+                     "storage": {"endpoint": "http://s3.invalid",
+                                 "credentialsSecret": {"name": "s3"}},
                      "retrain": {"includeProductionData": include,
-                                 "template": {"spec": template}}}}
+                                 "template": {"spec": template}}},
+            "status": status or {}}
 
 
 TEXT_JOB = {"task": "text-classification", "model": {"name": "news", "base": "s3://bkt/base/"},
@@ -85,32 +120,42 @@ def write_logs(root: Path, now: float) -> None:
         "".join(json.dumps(r) + "\n" for r in labels))
 
 
+def controller(kube: FakeKube) -> DriftMonitorController:
+    return DriftMonitorController(kube, OperatorSettings())  # type: ignore[arg-type]
+
+
 def test_a_recorded_retrain_is_created_with_its_window_of_production_data(bucket: Path) -> None:
     now = time.time()
     write_logs(bucket, now)
-    body = monitor(TEXT_JOB)
     identity = f"u-1:{stamp(now)}:AccuracyBelowThreshold"
     name = retrain_job_name("m", identity)
     # What the status says after a restart: recorded (with its window), never created.
-    status = {"lastRetrain": {"name": name, "reason": "AccuracyBelowThreshold",
-                              "time": stamp(now), "trigger": identity,
-                              "windowStart": stamp(now - 3600), "windowEnd": stamp(now)}}
-    kube = FakeKube()
-    controller = DriftMonitorController(kube, OperatorSettings())  # type: ignore[arg-type]
-    spec = DriftMonitorSpec.model_validate(body["spec"])
-    controller._ensure_recorded_retrain(body, spec, status)
+    record = {"name": name, "reason": "AccuracyBelowThreshold", "time": stamp(now),
+              "trigger": identity, "windowStart": stamp(now - 3600), "windowEnd": stamp(now)}
+    body = monitor(TEXT_JOB, status={"lastRetrain": record, "retrainCount": 1})
+    kube = FakeKube(body)
+    controller(kube).check(body)  # 5 predictions: too few to decide anything new
     [job] = kube.created
     uri = f"s3://bkt/models/news/production-data/{name}.parquet"
+    assert job["metadata"]["name"] == name
     assert job["spec"]["data"]["additionalUris"] == [uri]
     lineage = json.loads(job["metadata"]["annotations"]["tailor.dev/trigger"])
     assert lineage["productionData"] == {"uri": uri, "rows": 4}
-    assert lineage["windowEnd"] == stamp(now)
+    assert lineage["windowEnd"] == stamp(now) and lineage["message"] == \
+        "recorded before a restart"
     table = pq.read_table(bucket / "models" / "news" / "production-data" / f"{name}.parquet")
     # The retrain's own columns (id, its text column "body", label); p4 has no label yet and
     # "late" is after the window.
     assert table.to_pylist() == [{"id": f"p{i}", "body": f"text {i}", "label": "ab"[i % 2]}
                                  for i in range(4)]
-    assert kube.events[-1][1] == "RetrainCreated" and "folded in 4" in kube.events[-1][2]
+    assert kube.events[-1][1] == c.REASON_RETRAIN_CREATED and "folded in 4" in kube.events[-1][2]
+    status = kube.monitor["status"] if kube.monitor else {}
+    assert status["retrainCount"] == 1 and status["lastRetrain"] == record
+    drift = find(status["conditions"], c.CONDITION_DRIFT_DETECTED)
+    assert drift is not None and drift["reason"] == c.REASON_INSUFFICIENT_SAMPLES
+    # The next check finds it: nothing is created twice.
+    controller(kube).check(kube.get_driftmonitor("ns", "m") or {})
+    assert len(kube.created) == 1
 
 
 def test_nothing_is_folded_when_switched_off_or_the_job_has_no_data(bucket: Path) -> None:
@@ -118,13 +163,10 @@ def test_nothing_is_folded_when_switched_off_or_the_job_has_no_data(bucket: Path
     write_logs(bucket, now)
     custom = {"task": "custom", "command": ["true"]}
     for body in (monitor(TEXT_JOB, include=False), monitor(custom)):
-        kube = FakeKube()
-        controller = DriftMonitorController(kube, OperatorSettings())  # type: ignore[arg-type]
+        kube = FakeKube(body)
         spec = DriftMonitorSpec.model_validate(body["spec"])
-        trigger = Trigger("DriftDetected", "x", "drift", stamp(now - 3600),
-                                        stamp(now))
-        retrain = controller._retrain_object(body, spec, trigger)
-        assert controller._create_retrain(body, spec, retrain, trigger)
+        trigger = RetrainTrigger("DriftDetected", "x", "drift", stamp(now - 3600), stamp(now))
+        assert controller(kube)._create_retrain(body, spec, trigger, None)
         [job] = kube.created
         assert "additionalUris" not in (job["spec"].get("data") or {})
         assert "productionData" not in json.loads(
@@ -137,11 +179,54 @@ def test_a_failed_write_creates_nothing_and_says_so(bucket: Path) -> None:
     write_logs(bucket, now)
     (bucket / "logs" / "labels" / "1.jsonl").write_text("{not json\n")
     body = monitor(TEXT_JOB)
-    kube = FakeKube()
-    controller = DriftMonitorController(kube, OperatorSettings())  # type: ignore[arg-type]
+    kube = FakeKube(body)
     spec = DriftMonitorSpec.model_validate(body["spec"])
-    trigger = Trigger("DriftDetected", "x", "drift", stamp(now - 3600), stamp(now))
-    assert not controller._create_retrain(body, spec,
-                                          controller._retrain_object(body, spec, trigger), trigger)
+    trigger = RetrainTrigger("DriftDetected", "x", "drift", stamp(now - 3600), stamp(now))
+    assert not controller(kube)._create_retrain(body, spec, trigger, None)
     assert kube.created == []
-    assert kube.events[-1][:2] == ("Warning", "ProductionDataFailed")
+    assert kube.events[-1][:2] == ("Warning", c.REASON_PRODUCTION_DATA_FAILED)
+
+
+@pytest.mark.parametrize(("break_it", "reason", "stalled"), [
+    ("secret", c.REASON_SECRET_NOT_FOUND, True),
+    ("profile", c.REASON_PROFILE_NOT_FOUND, False),
+    ("logs", c.REASON_STORAGE_ERROR, False),
+])
+def test_a_check_that_cannot_read_its_inputs_says_why(bucket: Path, break_it: str, reason: str,
+                                                      stalled: bool) -> None:
+    write_logs(bucket, time.time())
+    body = monitor(TEXT_JOB)
+    kube = FakeKube(body)
+    if break_it == "secret":
+        kube.secrets = {}
+    elif break_it == "profile":
+        (bucket / "profile.json").unlink()
+    else:
+        (bucket / "logs" / "predictions" / "1.jsonl").write_text("{not json\n")
+    controller(kube).check(body)
+    status = kube.monitor["status"] if kube.monitor else {}
+    ready = find(status["conditions"], c.CONDITION_READY)
+    stall = find(status["conditions"], c.CONDITION_STALLED)
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", reason)
+    assert stall is not None and stall["status"] == str(stalled)
+    assert kube.events == [("Warning", reason, ready["message"])]
+    assert kube.created == []
+
+
+def test_an_alert_retrains_once(bucket: Path) -> None:
+    write_logs(bucket, time.time())
+    body = monitor({"task": "custom", "command": ["true"]})
+    body["spec"]["retrain"]["triggers"] = ["Alert"]
+    kube = FakeKube(body)
+    alert = {"fingerprint": "f", "startsAt": "2030-01-01T00:00:00Z",
+             "labels": {"alertname": "Low"}}
+    assert controller(kube).alert(body, alert) == "retrain-created"
+    assert controller(kube).alert(body, alert) == "duplicate"
+    [job] = kube.created
+    status = kube.monitor["status"] if kube.monitor else {}
+    assert status["lastRetrain"]["name"] == job["metadata"]["name"]
+    assert status["retrainCount"] == 1 and status["phase"] == "Retraining"
+    assert kube.events[-1][1] == c.REASON_RETRAIN_CREATED
+    deaf = monitor({"task": "custom", "command": ["true"]})
+    deaf["spec"]["retrain"]["triggers"] = ["DriftDetected"]
+    assert controller(FakeKube(deaf)).alert(deaf, alert) == "alerts-do-not-retrain"

@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tailor import metrics
+from tailor.io import metrics
 
-log = logging.getLogger("tailor.webhook")
+log = logging.getLogger("tailor.handlers.alerts")
 MAX_BODY_BYTES = 1 << 20
 
 Lookup = Callable[[str, str], dict[str, Any] | None]  # (namespace, monitor) -> DriftMonitor
