@@ -38,12 +38,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 import transformers
-from tailor.api.trainingjob import TrainingJobSpec
+from tailor_contract.trainingjob import TrainingJobSpec
 from tailor_trainer.checkpoint import Checkpointer
 from tailor_trainer.dist import World
 from tailor_trainer.recipes.text import TextRecipe
+from tailor_trainer.resume import StopSignal
 from tailor_trainer.storage import Store
-from tailor_trainer.train import Shard, StopSignal, Trainer, TrainResult
+from tailor_trainer.train import Shard, Trainer, TrainResult
 
 LABELS = 5
 STATIC_WIDTH = 0

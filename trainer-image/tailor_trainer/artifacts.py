@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tailor.drift.profile import build_reference_profile
+from tailor_contract import uris
+from tailor_contract.profile import build_reference_profile
+from tailor_contract.trainer_api import ARTIFACT_MANIFEST, ARTIFACT_MODEL_DIR, PRODUCTION_POINTER
 
-from tailor_trainer.config import join_uri
 from tailor_trainer.storage import Store
 
 if TYPE_CHECKING:
     from tailor_trainer.recipes.base import ProfileFeatures
 
-MANIFEST = "manifest.json"
-PRODUCTION_POINTER = "production.json"
 MANIFEST_FORMAT = 1
 
 
@@ -49,7 +48,7 @@ def upload_dir(store: Store, local: Path, uri: str) -> dict[str, dict[str, Any]]
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         relative = path.relative_to(local).as_posix()
         data = path.read_bytes()
-        store.put_bytes(join_uri(uri, relative), data)
+        store.put_bytes(uris.join(uri, relative), data)
         files[relative] = {"sha256": sha256_bytes(data), "size": len(data)}
     return files
 
@@ -59,20 +58,20 @@ def write_manifest(store: Store, artifact_uri: str, files: dict[str, dict[str, A
     """The completion record of a run: written after everything it lists."""
     body = {"format": MANIFEST_FORMAT, "run": run, "createdAt": time.time(),
             "files": dict(sorted(files.items()))}
-    uri = join_uri(artifact_uri, MANIFEST)
+    uri = uris.join(artifact_uri, ARTIFACT_MANIFEST)
     store.put_bytes(uri, json.dumps(body, indent=1).encode())
     return uri
 
 
 def read_manifest(store: Store, artifact_uri: str) -> dict[str, Any] | None:
-    raw = store.get_bytes_or_none(join_uri(artifact_uri, MANIFEST))
+    raw = store.get_bytes_or_none(uris.join(artifact_uri, ARTIFACT_MANIFEST))
     return None if raw is None else dict(json.loads(raw))
 
 
 def reference_profile(features: ProfileFeatures, labels: Sequence[str],
                       true: Sequence[str], predicted: Sequence[str], probs: np.ndarray,
                       metadata: dict[str, str]) -> dict[str, Any]:
-    """The DriftMonitor's reference (tailor.drift.profile's format), from validation data."""
+    """The DriftMonitor's reference (tailor_contract.profile's format), from validation data."""
     profile = build_reference_profile(
         features.values, list(predicted), classes=list(labels), labels=list(true),
         scores=probs, text_features=features.text, metadata=metadata)
@@ -154,9 +153,10 @@ def model_card(model_name: str, run_id: str, base: str, metrics: dict[str, Any],
 def promote(store: Store, model_uri: str, run_id: str, artifact_uri: str,
             model_files: dict[str, dict[str, Any]], metrics: dict[str, Any]) -> str:
     """Copy the model to its production location, then flip the pointer (one atomic PUT)."""
-    target = join_uri(model_uri, "production", run_id, "model") + "/"
+    target = uris.join(model_uri, "production", run_id, ARTIFACT_MODEL_DIR) + "/"
     for relative in model_files:
-        store.copy(join_uri(artifact_uri, "model", relative), join_uri(target, relative))
+        store.copy(uris.join(artifact_uri, ARTIFACT_MODEL_DIR, relative),
+                   uris.join(target, relative))
     pointer = {
         "runId": run_id,
         "modelUri": target,
@@ -167,10 +167,11 @@ def promote(store: Store, model_uri: str, run_id: str, artifact_uri: str,
                  if k in ("accuracy", "macro-f1", "examples")},
         "promotedAt": time.time(),
     }
-    store.put_bytes(join_uri(model_uri, PRODUCTION_POINTER), json.dumps(pointer, indent=1).encode())
+    store.put_bytes(uris.join(model_uri, PRODUCTION_POINTER),
+                    json.dumps(pointer, indent=1).encode())
     return target
 
 
 def production_model(store: Store, model_uri: str) -> dict[str, Any] | None:
-    raw = store.get_bytes_or_none(join_uri(model_uri, PRODUCTION_POINTER))
+    raw = store.get_bytes_or_none(uris.join(model_uri, PRODUCTION_POINTER))
     return None if raw is None else dict(json.loads(raw))

@@ -1,7 +1,8 @@
 """What the operator hands the trainer, read once from the environment.
 
-The TrainingJob arrives as JSON in TAILOR_TRAININGJOB and is parsed with the operator's own
-pydantic models, so the trainer sees exactly the defaulted spec the API server stored.
+The TrainingJob arrives as JSON in TAILOR_TRAININGJOB and is parsed with the contract's
+pydantic models (tailor_contract.trainingjob, the operator's own), so the trainer sees exactly
+the defaulted spec the API server stored.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from tailor.api import contract
-from tailor.api.trainingjob import TrainingJobSpec
+from tailor_contract import trainer_api, uris
+from tailor_contract.trainingjob import TrainingJobSpec
 
 from tailor_trainer.errors import REASON_INVALID_SPEC, PermanentError
 
@@ -41,15 +42,7 @@ class RunConfig:
 
     @property
     def checkpoint_uri(self) -> str:
-        return join_uri(self.artifact_uri, "checkpoints/")
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """Join URI segments with single slashes, keeping a trailing slash on the last one."""
-    out = base.rstrip("/")
-    for part in parts:
-        out = f"{out}/{part.lstrip('/')}"
-    return out
+        return uris.join(self.artifact_uri, trainer_api.ARTIFACT_CHECKPOINTS_DIR) + "/"
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -63,15 +56,16 @@ def _require(env: Mapping[str, str], name: str) -> str:
 def load_config(env: Mapping[str, str] | None = None) -> RunConfig:
     """Read and validate the run's configuration; a bad one is a permanent failure."""
     env = os.environ if env is None else env
-    raw = _require(env, contract.ENV_TRAININGJOB)
+    raw = _require(env, trainer_api.ENV_TRAININGJOB)
     try:
         obj = json.loads(raw)
     except ValueError as exc:
         raise PermanentError(REASON_INVALID_SPEC,
-                             f"{contract.ENV_TRAININGJOB} is not valid JSON: {exc}") from exc
+                             f"{trainer_api.ENV_TRAININGJOB} is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("spec"), dict):
         raise PermanentError(REASON_INVALID_SPEC,
-                             f"{contract.ENV_TRAININGJOB} must be a TrainingJob object with a spec")
+                             f"{trainer_api.ENV_TRAININGJOB} must be a TrainingJob object "
+                             "with a spec")
     try:
         spec = TrainingJobSpec.model_validate(obj["spec"])
     except ValidationError as exc:
@@ -82,8 +76,8 @@ def load_config(env: Mapping[str, str] | None = None) -> RunConfig:
     custom = spec.task == "custom"
     metadata = obj.get("metadata") or {}
     name = str(metadata.get("name") or "trainingjob")
-    port_text = env.get(contract.ENV_METRICS_PORT, str(contract.METRICS_PORT))
-    restarts_text = env.get(contract.ENV_RESTART_COUNT, "0")
+    port_text = env.get(trainer_api.ENV_METRICS_PORT, str(trainer_api.METRICS_PORT))
+    restarts_text = env.get(trainer_api.ENV_RESTART_COUNT, "0")
     try:
         port = int(port_text)
         restarts = int(restarts_text)
@@ -95,12 +89,12 @@ def load_config(env: Mapping[str, str] | None = None) -> RunConfig:
         namespace=str(metadata.get("namespace") or "default"),
         uid=str(metadata.get("uid") or ""),
         spec=spec,
-        run_id=_require(env, contract.ENV_RUN_ID),
+        run_id=_require(env, trainer_api.ENV_RUN_ID),
         # A custom task may have no output; the built-in recipes always need both locations.
-        artifact_uri=(env.get(contract.ENV_ARTIFACT_URI, "") if custom
-                      else _require(env, contract.ENV_ARTIFACT_URI)),
-        model_uri=(env.get(contract.ENV_MODEL_URI, "") if custom
-                   else _require(env, contract.ENV_MODEL_URI)),
+        artifact_uri=(env.get(trainer_api.ENV_ARTIFACT_URI, "") if custom
+                      else _require(env, trainer_api.ENV_ARTIFACT_URI)),
+        model_uri=(env.get(trainer_api.ENV_MODEL_URI, "") if custom
+                   else _require(env, trainer_api.ENV_MODEL_URI)),
         model_name=spec.model_name(name),
         metrics_port=port,
         group_restarts=restarts,

@@ -8,14 +8,17 @@ is neither is a bug or a crash, and the contract treats its exit code as retryab
 
 from __future__ import annotations
 
-from tailor.api.contract import EXIT_PERMANENT, EXIT_RETRYABLE
+from tailor_contract import constants
+from tailor_contract.trainer_api import EXIT_PERMANENT, EXIT_RETRYABLE
 
-REASON_INVALID_SPEC = "InvalidSpec"
-REASON_DATA_QUALITY_FAILED = "DataQualityFailed"
+# Reasons the operator also uses come from the contract; the rest are the trainer's own and
+# reach the operator only inside a TerminationSummary.
+REASON_INVALID_SPEC = constants.REASON_INVALID_SPEC
+REASON_DATA_QUALITY_FAILED = constants.REASON_DATA_QUALITY_FAILED
+REASON_STORAGE_ERROR = constants.REASON_STORAGE_ERROR
 REASON_DATA_UNREADABLE = "DataUnreadable"
 REASON_TEST_SET_CHANGED = "TestSetChanged"
 REASON_STORAGE_DENIED = "StorageAccessDenied"
-REASON_STORAGE_ERROR = "StorageError"
 REASON_BASE_MODEL_UNUSABLE = "BaseModelUnusable"
 REASON_PREEMPTED = "Preempted"
 REASON_PEER_FAILED = "PeerFailed"
@@ -49,3 +52,16 @@ class RetryableError(TrainerError):
     """A transient failure: a restart of the worker group may well succeed."""
 
     exit_code = EXIT_RETRYABLE
+
+
+class DataQualityFailed(PermanentError):
+    """The data cannot train a model that is worth judging: a violated Fail check of the gate,
+    or a split that leaves a part empty. `checks` names what was violated, short, for the
+    DataQualityPassed condition the operator sets from the termination message."""
+
+    def __init__(self, message: str, checks: str = "") -> None:
+        super().__init__(REASON_DATA_QUALITY_FAILED, message)
+        self.checks = checks
+
+    def __reduce__(self) -> tuple[type[DataQualityFailed], tuple[str, str]]:
+        return (type(self), (self.message, self.checks))

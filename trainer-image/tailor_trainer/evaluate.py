@@ -28,8 +28,17 @@ import numpy as np
 import torch
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
-from tailor.api.trainingjob import Evaluation, Promotion
+from tailor_contract import metrics
+from tailor_contract.constants import (
+    REASON_AWAITING_APPROVAL,
+    REASON_NOT_BETTER,
+    REASON_NOT_SIGNIFICANT,
+    REASON_PROMOTED,
+)
+from tailor_contract.trainingjob import Evaluation, Promotion
 from torch import nn
+
+from tailor_trainer.schedule import autocast
 
 PROBE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)
 ZERO_SHOT_SCALE = 20.0
@@ -39,15 +48,8 @@ ECE_BINS = 15
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (y, pred), 1)
-    tp = np.diag(matrix).astype(float)
-    col, row = matrix.sum(0), matrix.sum(1)
-    precision = np.divide(tp, col, out=np.zeros_like(tp), where=col > 0)
-    recall = np.divide(tp, row, out=np.zeros_like(tp), where=row > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return float(f1.mean())
+    """The contract's macro-F1 (the DriftMonitor scores production with the same function)."""
+    return metrics.macro_f1(metrics.confusion_matrix(y, pred, classes))
 
 
 def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -68,8 +70,7 @@ def classification_report(y: np.ndarray, probs: np.ndarray,
     """Accuracy, macro-F1, per-class scores, confusion matrix and calibration error."""
     classes = len(labels)
     pred = probs.argmax(1)
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (y, pred), 1)
+    matrix = metrics.confusion_matrix(y, pred, classes)
     per_class = {}
     for i, label in enumerate(labels):
         tp = int(matrix[i, i])
@@ -82,7 +83,7 @@ def classification_report(y: np.ndarray, probs: np.ndarray,
     return {
         "examples": len(y),
         "accuracy": float((pred == y).mean()) if len(y) else 0.0,
-        "macro-f1": macro_f1(y, pred, classes),
+        "macro-f1": metrics.macro_f1(matrix),
         "calibration_error": expected_calibration_error(y, probs) if len(y) else 0.0,
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
@@ -103,13 +104,22 @@ def mcnemar_exact(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict
             "only_b": float(table[1, 0])}
 
 
+def macro_f1_rows(y: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
+    """The contract's macro-F1 of each row of (y, pred): one confusion matrix per row, counted
+    with a single bincount, scored by `metrics.macro_f1_many` (a bootstrap's resamples)."""
+    y = np.atleast_2d(np.asarray(y, dtype=np.int64))
+    pred = np.atleast_2d(np.asarray(pred, dtype=np.int64))
+    rows = y.shape[0]
+    cells = (np.arange(rows, dtype=np.int64)[:, None] * classes + y) * classes + pred
+    counts = np.bincount(cells.ravel(), minlength=rows * classes * classes)
+    return metrics.macro_f1_many(counts.reshape(rows, classes, classes))
+
+
 def paired_bootstrap_f1(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: int,
                         samples: int, alpha: float, seed: int) -> dict[str, float]:
     """Percentile bootstrap CI (scipy) of macro-F1(a) - macro-F1(b), resampling examples."""
     def diff(yy: np.ndarray, aa: np.ndarray, bb: np.ndarray, axis: int = -1) -> np.ndarray:
-        yy, aa, bb = np.atleast_2d(yy), np.atleast_2d(aa), np.atleast_2d(bb)
-        out = np.array([macro_f1(yy[i], aa[i], classes) - macro_f1(yy[i], bb[i], classes)
-                        for i in range(yy.shape[0])])
+        out: np.ndarray = macro_f1_rows(yy, aa, classes) - macro_f1_rows(yy, bb, classes)
         return out if out.size > 1 else out.reshape(())
 
     result = stats.bootstrap((y, pred_a, pred_b), diff, paired=True, vectorized=True,
@@ -162,21 +172,23 @@ def compare(name: str, y: np.ndarray, cand: np.ndarray, other: np.ndarray, class
 @dataclass
 class Verdict:
     promote: bool
-    reason: str  # Promoted, NotBetter, NotSignificant, AwaitingApproval
+    reason: str  # REASON_PROMOTED, _NOT_BETTER, _NOT_SIGNIFICANT or _AWAITING_APPROVAL
     message: str
 
 
 def decide(comparisons: Sequence[Comparison], promotion: Promotion,
            evaluation: Evaluation) -> Verdict:
+    """Promote when the candidate beats every baseline by the margin, significantly; a run
+    without a baseline to beat (generic off, no production model) has nothing to lose to."""
     for c in comparisons:
         if not c.better:
-            return Verdict(False, "NotBetter",
+            return Verdict(False, REASON_NOT_BETTER,
                            f"{c.metric} {c.candidate:.4f} vs {c.baseline} {c.other:.4f}: "
                            f"improvement {c.improvement:+.4f} is below the required "
                            f"{evaluation.min_improvement:g}")
     for c in comparisons:
         if not c.significant:
-            return Verdict(False, "NotSignificant",
+            return Verdict(False, REASON_NOT_SIGNIFICANT,
                            f"{c.metric} {c.candidate:.4f} vs {c.baseline} {c.other:.4f}: "
                            f"not significant at {evaluation.significance_level:g} "
                            f"(p={c.p_value:.3g})")
@@ -184,8 +196,8 @@ def decide(comparisons: Sequence[Comparison], promotion: Promotion,
     beats = (f"{comparisons[0].metric} {comparisons[0].candidate:.4f} beats {summary}"
              if comparisons else "no baseline to beat")
     if promotion.policy == "Manual":
-        return Verdict(False, "AwaitingApproval", f"{beats}; promotion policy is Manual")
-    return Verdict(True, "Promoted", beats)
+        return Verdict(False, REASON_AWAITING_APPROVAL, f"{beats}; promotion policy is Manual")
+    return Verdict(True, REASON_PROMOTED, beats)
 
 
 # --- model outputs --------------------------------------------------------------------------
@@ -194,8 +206,6 @@ def predict(model: nn.Module, recipe: Any, items: Sequence[Any], device: torch.d
             amp: torch.dtype | None, batch_size: int = 64,
             features: bool = False) -> np.ndarray:
     """Class probabilities (or pooled features) for encoded items, in their order."""
-    from tailor_trainer.train import autocast
-
     model.eval()
     order = sorted(range(len(items)), key=lambda i: -recipe.length(items[i]))
     out: list[np.ndarray] = [np.empty(0)] * len(items)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from tailor_trainer.checkpoint import Checkpointer
-from tailor_trainer.config import load_config
+from tailor_trainer.config import ENV_WORK_DIR, load_config
 from tailor_trainer.metrics import Progress
 from tailor_trainer.recipes.custom import ENV_CHECKPOINT_URI
 from tailor_trainer.storage import Store
@@ -26,7 +26,7 @@ def store() -> Store:
 def checkpointer(keep: int | None = None) -> Checkpointer:
     cfg = load_config()
     uri = os.environ.get(ENV_CHECKPOINT_URI) or cfg.checkpoint_uri
-    work = Path(os.environ.get("TAILOR_WORK_DIR") or tempfile.mkdtemp(prefix="tailor-"))
+    work = Path(os.environ.get(ENV_WORK_DIR) or tempfile.mkdtemp(prefix="tailor-"))
     return Checkpointer(Store(cfg.spec.storage), uri, work, keep or cfg.spec.checkpoint.keep)
 
 

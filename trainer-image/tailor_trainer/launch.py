@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import sys
 
-from tailor.api.contract import EXIT_PERMANENT, EXIT_RETRYABLE, TerminationSummary
+from tailor_contract.constants import REASON_WORKER_FAILED
+from tailor_contract.trainer_api import EXIT_PERMANENT, EXIT_RETRYABLE, TerminationSummary
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
@@ -49,7 +50,7 @@ def write_fallback_summary(codes: list[int], code: int) -> None:
     except OSError:
         pass
     summary = TerminationSummary(
-        outcome="Failed", reason="WorkerFailed", permanent=code == EXIT_PERMANENT,
+        outcome="Failed", reason=REASON_WORKER_FAILED, permanent=code == EXIT_PERMANENT,
         message=f"training processes exited with {codes}; the pod exits {code}")
     try:
         with open(path, "w") as handle:

@@ -6,7 +6,7 @@ import logging
 import time
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from tailor.api import contract
+from tailor_contract import trainer_api
 
 log = logging.getLogger(__name__)
 
@@ -16,17 +16,17 @@ class Progress:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.step = Gauge(contract.METRIC_STEP, "Optimizer steps done.", registry=self.registry)
-        self.total = Gauge(contract.METRIC_TOTAL_STEPS, "Optimizer steps planned.",
+        self.step = Gauge(trainer_api.METRIC_STEP, "Optimizer steps done.", registry=self.registry)
+        self.total = Gauge(trainer_api.METRIC_TOTAL_STEPS, "Optimizer steps planned.",
                            registry=self.registry)
-        self.epoch = Gauge(contract.METRIC_EPOCH, "Epochs done, fractional.",
+        self.epoch = Gauge(trainer_api.METRIC_EPOCH, "Epochs done, fractional.",
                            registry=self.registry)
-        self.loss = Gauge(contract.METRIC_LOSS, "Training loss of the last step, averaged over "
+        self.loss = Gauge(trainer_api.METRIC_LOSS, "Training loss of the last step, averaged over "
                           "all processes.", registry=self.registry)
-        self.samples = Gauge(contract.METRIC_SAMPLES_PER_SECOND,
+        self.samples = Gauge(trainer_api.METRIC_SAMPLES_PER_SECOND,
                              "Recent training throughput over all processes.",
                              registry=self.registry)
-        self.eta = Gauge(contract.METRIC_ETA_SECONDS, "Estimated seconds of training left.",
+        self.eta = Gauge(trainer_api.METRIC_ETA_SECONDS, "Estimated seconds of training left.",
                          registry=self.registry)
         self._window_start = time.monotonic()
         self._window_steps = 0

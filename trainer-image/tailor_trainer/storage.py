@@ -19,7 +19,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-from tailor.api.common import Storage
+from tailor_contract.common import Storage
+from tailor_contract.uris import S3Uri, is_s3
 
 from tailor_trainer.errors import (
     REASON_DATA_UNREADABLE,
@@ -37,16 +38,6 @@ _MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 
 class NotFound(Exception):
     """The object does not exist (callers decide whether that is an error)."""
-
-
-def is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    rest = uri[len("s3://"):]
-    bucket, _, key = rest.partition("/")
-    return bucket, key
 
 
 @dataclass(frozen=True)
@@ -114,8 +105,9 @@ class Store:
         """The object's content; NotFound when it does not exist."""
         try:
             if is_s3(uri):
-                bucket, key = split_s3(uri)
-                body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                loc = S3Uri.parse(uri)
+                response = self.client.get_object(Bucket=loc.bucket, Key=loc.key)
+                body: bytes = response["Body"].read()
                 return body
             return Path(uri).read_bytes()
         except Exception as exc:
@@ -132,8 +124,8 @@ class Store:
     def exists(self, uri: str) -> bool:
         try:
             if is_s3(uri):
-                bucket, key = split_s3(uri)
-                self.client.head_object(Bucket=bucket, Key=key)
+                loc = S3Uri.parse(uri)
+                self.client.head_object(Bucket=loc.bucket, Key=loc.key)
                 return True
             return Path(uri).exists()
         except Exception as exc:
@@ -146,9 +138,9 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             if is_s3(uri):
-                bucket, key = split_s3(uri)
+                loc = S3Uri.parse(uri)
                 tmp = path.with_name(path.name + ".part")
-                self.client.download_file(bucket, key, str(tmp))
+                self.client.download_file(loc.bucket, loc.key, str(tmp))
                 tmp.replace(path)
             else:
                 shutil.copyfile(uri, path)
@@ -161,11 +153,11 @@ class Store:
         """Every object under a prefix (recursively), in key order."""
         try:
             if is_s3(prefix):
-                bucket, key = split_s3(prefix)
+                loc = S3Uri.parse(prefix)
                 paginator = self.client.get_paginator("list_objects_v2")
-                for page in paginator.paginate(Bucket=bucket, Prefix=key):
+                for page in paginator.paginate(Bucket=loc.bucket, Prefix=loc.key):
                     for item in page.get("Contents", []):
-                        yield ObjectInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]))
+                        yield ObjectInfo(str(S3Uri(loc.bucket, item["Key"])), int(item["Size"]))
             else:
                 root = Path(prefix)
                 if root.is_file():
@@ -183,17 +175,18 @@ class Store:
         """Write an object; with if_absent, only when none exists (False when one did)."""
         try:
             if is_s3(uri):
-                bucket, key = split_s3(uri)
+                loc = S3Uri.parse(uri)
                 if if_absent:
                     try:
-                        self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                        self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
+                                               IfNoneMatch="*")
                     except ClientError as exc:
                         code = str(exc.response.get("Error", {}).get("Code", ""))
                         if code in {"PreconditionFailed", "ConditionalRequestConflict"}:
                             return False
                         raise
                     return True
-                self.client.put_object(Bucket=bucket, Key=key, Body=data)
+                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
                 return True
             path = Path(uri)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +209,8 @@ class Store:
     def put_file(self, uri: str, path: Path) -> None:
         try:
             if is_s3(uri):
-                bucket, key = split_s3(uri)
-                self.client.upload_file(str(path), bucket, key)
+                loc = S3Uri.parse(uri)
+                self.client.upload_file(str(path), loc.bucket, loc.key)
             else:
                 target = Path(uri)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +224,8 @@ class Store:
     def delete(self, uri: str) -> None:
         try:
             if is_s3(uri):
-                bucket, key = split_s3(uri)
-                self.client.delete_object(Bucket=bucket, Key=key)
+                loc = S3Uri.parse(uri)
+                self.client.delete_object(Bucket=loc.bucket, Key=loc.key)
             else:
                 Path(uri).unlink(missing_ok=True)
         except Exception as exc:
@@ -245,9 +238,10 @@ class Store:
     def copy(self, source: str, target: str) -> None:
         try:
             if is_s3(source) and is_s3(target):
-                sb, sk = split_s3(source)
-                tb, tk = split_s3(target)
-                self.client.copy_object(Bucket=tb, Key=tk, CopySource={"Bucket": sb, "Key": sk})
+                src = S3Uri.parse(source)
+                dst = S3Uri.parse(target)
+                self.client.copy_object(Bucket=dst.bucket, Key=dst.key,
+                                       CopySource={"Bucket": src.bucket, "Key": src.key})
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     local = Path(tmp) / "object"

@@ -3,9 +3,9 @@
 Each rank trains on its own shard of the training split. An epoch's batch plan is a pure
 function of (seed, epoch, shard): a seeded permutation, cut into chunks that are sorted by
 length (so batches hold inputs of similar length and padding stays small), then shuffled at
-batch level. The data position is therefore just (epoch, batch index), and a resumed run
-replays exactly the batches, learning rates and dropout masks the interrupted one would have
-seen: the loss curve continues, it does not restart.
+batch level (schedule.py). The data position is therefore just (epoch, batch index), and a
+resumed run replays exactly the batches, learning rates and dropout masks the interrupted one
+would have seen: the loss curve continues, it does not restart (resume.py).
 
 Every few optimizer steps (every step on CPUs, every `SYNC_EVERY_GPU` on GPUs, and always at
 an epoch's end, at the last step and at `checkpoint.everySteps`) the ranks exchange one small
@@ -21,21 +21,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as torch_dist
-from tailor.api.common import parse_duration
-from tailor.api.trainingjob import TrainingJobSpec
+from tailor_contract.common import parse_duration
+from tailor_contract.trainingjob import TrainingJobSpec
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tailor_trainer import resume
 from tailor_trainer.checkpoint import Checkpointer, cpu_clone
 from tailor_trainer.dist import World, gather
 from tailor_trainer.errors import (
@@ -46,46 +44,19 @@ from tailor_trainer.errors import (
 )
 from tailor_trainer.metrics import Progress
 from tailor_trainer.recipes.base import Recipe
+from tailor_trainer.resume import LoopState, StopSignal
+from tailor_trainer.schedule import (
+    autocast,
+    autocast_dtype,
+    batch_plan,
+    lr_lambda,
+    param_groups,
+)
+from tailor_trainer.validate import validate
 
 log = logging.getLogger(__name__)
-BUCKET_BATCHES = 50
-"""Batches per length-sorted chunk: enough to group similar lengths, few enough to stay random."""
-CHECKPOINT_FORMAT = 1
 SYNC_EVERY_GPU = 16
 """Optimizer steps between exchanges on a GPU: each exchange stalls the queue of GPU work."""
-
-
-def batch_plan(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The epoch's batches (indexes into the shard), length-bucketed and shuffled."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    chunk = batch_size * BUCKET_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk].tolist(), key=lambda i: -lengths[i])
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
-    perm = rng.permutation(len(batches))
-    return [batches[i] for i in perm]
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device,
-             dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
 
 @dataclass
 class Shard:
@@ -125,70 +96,27 @@ class PendingStep:
 
 
 @dataclass
-class LoopState:
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0
-    best_metric: float = -math.inf
-    best_step: int = -1
-    bad_evals: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    validation: list[dict[str, float]] = field(default_factory=list)
+class Session:
+    """One call of `Trainer.fit`: what every step reads and updates."""
 
-
-class StopSignal:
-    """SIGTERM during training asks for a checkpoint and an orderly exit at the next step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopSignal]:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return factor
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def confusion(logits: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
-    pred = logits.argmax(-1)
-    return torch.bincount(labels * classes + pred, minlength=classes * classes).reshape(
-        classes, classes)
-
-
-def scores_from_confusion(matrix: np.ndarray) -> dict[str, float]:
-    total = matrix.sum()
-    tp = np.diag(matrix).astype(float)
-    precision = np.divide(tp, matrix.sum(0), out=np.zeros_like(tp), where=matrix.sum(0) > 0)
-    recall = np.divide(tp, matrix.sum(1), out=np.zeros_like(tp), where=matrix.sum(1) > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {"accuracy": float(tp.sum() / total) if total else 0.0,
-            "macro-f1": float(f1.mean())}
+    model: nn.Module
+    """Unwrapped; `wrapped` is its DDP wrapper and `step_fn` what a step calls (compiled)."""
+    wrapped: nn.Module
+    step_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    state: LoopState
+    steps_per_epoch: int
+    total: int
+    best: dict[str, torch.Tensor] | None = None
+    resumed_from: int | None = None
+    pending: list[PendingStep] = field(default_factory=list)
+    timeline: list[tuple[int, float]] = field(default_factory=list)
+    samples_seen: int = 0
+    stopped_early: bool = False
+    started: float = field(default_factory=time.monotonic)
+    last_checkpoint: float = field(default_factory=time.monotonic)
 
 
 class Trainer:
@@ -210,83 +138,54 @@ class Trainer:
         self.sync_every = SYNC_EVERY_GPU if world.device.type == "cuda" else 1
         self.dynamic_shapes: bool | None = None  # None: symbolic when input lengths vary
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Copy a collated batch to the device; from pinned memory, the copy does not wait."""
-        if self.world.device.type != "cuda":
-            return batch
-        return {k: v.pin_memory().to(self.world.device, non_blocking=True)
-                for k, v in batch.items()}
-
-    # --- evaluation on the validation shard (all ranks) ----------------------------------------
-    def _validate(self, model: nn.Module, val: Shard) -> dict[str, float]:
-        model.eval()
-        matrix = torch.zeros(self.num_labels, self.num_labels, dtype=torch.long)
-        loss_sum = torch.zeros(1, dtype=torch.float64)
-        order = sorted(range(len(val.items)), key=lambda i: -self.recipe.length(val.items[i]))
-        size = max(self.hp.batch_size, 64)
-        with torch.no_grad():
-            for start in range(0, len(order), size):
-                idx = order[start:start + size]
-                batch = {k: v.to(self.world.device) for k, v in
-                         self.recipe.collate([val.items[i] for i in idx], False).items()}
-                labels = torch.tensor([val.labels[i] for i in idx], device=self.world.device)
-                with autocast(self.world.device, self.amp):
-                    logits = model(**batch).float()
-                loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").cpu()
-                matrix += confusion(logits, labels, self.num_labels).cpu()
-        packed = torch.cat([matrix.flatten().double(), loss_sum]).to(self.world.device)
-        if self.world.distributed:
-            torch_dist.all_reduce(packed)
-        packed = packed.cpu()
-        matrix_np = packed[:-1].reshape(self.num_labels, self.num_labels).numpy().astype(np.int64)
-        scores = scores_from_confusion(matrix_np)
-        count = max(1, int(matrix_np.sum()))
-        scores["loss"] = float(packed[-1]) / count
-        model.train()
-        return scores
-
-    # --- checkpoint state ----------------------------------------------------------------------
-    def _rng_state(self) -> dict[str, torch.Tensor]:
-        state = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state(self.world.device)
-        return state
-
-    def _snapshot(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: Any, state: LoopState, best: dict[str, torch.Tensor] | None,
-                  rngs: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "world_size": self.world.size,
-            "loop": {"step": state.step, "epoch": state.epoch, "batch": state.batch,
-                     "best_metric": state.best_metric, "best_step": state.best_step,
-                     "bad_evals": state.bad_evals},
-            "history": [dict(h) for h in state.history],
-            "validation": [dict(v) for v in state.validation],
-            "model": model.state_dict(),  # live: the checkpointer snapshots it
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "best": best if best is not None and state.best_step != state.step else None,
-            "rng": rngs,
-        }
-
-    def _checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    state: LoopState, best: dict[str, torch.Tensor] | None,
-                    wait: bool) -> None:
-        rngs = gather(self.world, self._rng_state())  # every rank takes part
-        if self.world.is_main:
-            snapshot = self._snapshot(model, optimizer, scheduler, state, best, rngs)
-            self.checkpointer.save_async(state.step, snapshot)
-            if wait:
-                self.checkpointer.wait()
-
-    # --- the loop --------------------------------------------------------------------------------
     def fit(self, train: Shard, val: Shard, stop: StopSignal,
             head: tuple[torch.Tensor, torch.Tensor] | None = None) -> TrainResult:
         """Train; `head` (weight, bias) initializes the classification head (a fitted probe)."""
+        hp = self.hp
+        lengths = [self.recipe.length(item) for item in train.items]
+        session = self._start(lengths, head)
+        state = session.state
+        if self.progress is not None:
+            self.progress.update(state.step, session.total, state.epoch, math.nan, 0)
+            self.progress.restart_window()
+        done = state.step >= session.total
+        while not done and state.epoch < hp.epochs:
+            plan = batch_plan(lengths, hp.batch_size, hp.seed, state.epoch)
+            plan = plan[:session.steps_per_epoch * hp.gradient_accumulation_steps]
+            done = self._epoch(session, plan, train, val, stop)
+        if self.world.is_main:
+            self.checkpointer.wait()
+        return self._result(session)
+
+    def _start(self, lengths: list[int],
+               head: tuple[torch.Tensor, torch.Tensor] | None) -> Session:
+        """The model (resumed from the newest checkpoint if any), optimizer and schedule."""
         hp, world = self.hp, self.world
         torch.manual_seed(hp.seed)
-        model = self.recipe.build(self.num_labels).to(world.device)
+        model = self._build(head)
+        steps_per_epoch, total = self._steps(len(lengths))
+        optimizer = torch.optim.AdamW(param_groups(model, hp.weight_decay), lr=hp.learning_rate,
+                                      fused=world.device.type == "cuda")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(total, int(hp.warmup_ratio * total)))
+        resumed = resume.restore(self.checkpointer, world, model, optimizer, scheduler)
+        if resumed is None:
+            torch.manual_seed(hp.seed * 1000 + world.rank)  # dropout differs per rank
+        wrapped: nn.Module = model
+        if world.distributed:
+            ids = [world.device.index] if world.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=ids)
+        return Session(
+            model=model, wrapped=wrapped, step_fn=self._compiled(wrapped, lengths),
+            optimizer=optimizer, scheduler=scheduler,
+            scaler=torch.amp.GradScaler(enabled=self.amp == torch.float16),
+            state=resumed.state if resumed else LoopState(),
+            steps_per_epoch=steps_per_epoch, total=total,
+            best=resumed.best if resumed else None,
+            resumed_from=resumed.step if resumed else None)
+
+    def _build(self, head: tuple[torch.Tensor, torch.Tensor] | None) -> nn.Module:
+        model = self.recipe.build(self.num_labels).to(self.world.device)
         if head is not None:
             linear = model.get_submodule("head")
             assert isinstance(linear, nn.Linear)
@@ -294,8 +193,12 @@ class Trainer:
                 linear.weight.copy_(head[0])
                 linear.bias.copy_(head[1])
         model.train()
-        lengths = [self.recipe.length(item) for item in train.items]
-        per_rank = gather(world, math.ceil(len(lengths) / hp.batch_size))
+        return model
+
+    def _steps(self, examples: int) -> tuple[int, int]:
+        """Optimizer steps per epoch (the same on every rank) and in all."""
+        hp = self.hp
+        per_rank = gather(self.world, math.ceil(examples / hp.batch_size))
         batches_per_epoch = min(per_rank)
         steps_per_epoch = batches_per_epoch // hp.gradient_accumulation_steps
         if steps_per_epoch < 1:
@@ -306,180 +209,169 @@ class Trainer:
         total = hp.epochs * steps_per_epoch
         if hp.max_steps is not None:
             total = min(total, hp.max_steps)
-        warmup = int(hp.warmup_ratio * total)
-        fused = world.device.type == "cuda"
-        optimizer = torch.optim.AdamW(_param_groups(model, hp.weight_decay), lr=hp.learning_rate,
-                                      fused=fused)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, warmup))
-        state = LoopState()
-        best: dict[str, torch.Tensor] | None = None
-        resumed_from = self.checkpointer.latest()
-        if resumed_from is not None:
-            saved = self.checkpointer.load(resumed_from)
-            if saved.get("world_size") != world.size:
-                raise PermanentError(REASON_INVALID_SPEC,
-                                     f"checkpoint step {resumed_from} was written by "
-                                     f"{saved.get('world_size')} processes, this run has "
-                                     f"{world.size}; exact resume needs the same world size")
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            loop = saved["loop"]
-            state = LoopState(step=int(loop["step"]), epoch=int(loop["epoch"]),
-                              batch=int(loop["batch"]), best_metric=float(loop["best_metric"]),
-                              best_step=int(loop["best_step"]), bad_evals=int(loop["bad_evals"]),
-                              history=list(saved["history"]),
-                              validation=list(saved["validation"]))
-            best = saved["best"]
-            if best is None and state.best_step == state.step:
-                best = cpu_clone(model.state_dict())
-            rng = saved["rng"][world.rank]
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state(rng["cuda"], world.device)
-            log.info("resumed from checkpoint step %d (epoch %d, batch %d)", state.step,
-                     state.epoch, state.batch)
-        else:
-            torch.manual_seed(hp.seed * 1000 + world.rank)  # dropout differs per rank
-        wrapped: nn.Module = model
+        return steps_per_epoch, total
+
+    def _compiled(self, wrapped: nn.Module, lengths: list[int]) -> nn.Module:
+        if self.world.device.type != "cuda":
+            return wrapped
+        # Compilation pays on GPUs; on CPUs its start-up costs more than it saves here.
+        # Varying lengths compile once with symbolic shapes instead of once per length;
+        # a compiler failure falls back to eager mode rather than failing the run.
+        torch._dynamo.config.suppress_errors = True
+        dynamic = self.dynamic_shapes
+        if dynamic is None:
+            dynamic = True if len(set(lengths)) > 1 else None
+        if dynamic is False:  # one graph per padded width
+            torch._dynamo.config.recompile_limit = 64
+        return torch.compile(wrapped, dynamic=dynamic)  # type: ignore[return-value]
+
+    def _epoch(self, s: Session, plan: list[list[int]], train: Shard, val: Shard,
+               stop: StopSignal) -> bool:
+        """Steps through the rest of an epoch's plan; True when training is over."""
+        state, every = s.state, self.spec.checkpoint.every_steps
+        while state.batch < len(plan):
+            self._step(s, plan, train)
+            epoch_end = state.batch >= len(plan)
+            done = state.step >= s.total
+            at_every = every is not None and state.step % every == 0
+            if not (epoch_end or done or at_every or state.step % self.sync_every == 0):
+                continue
+            # The exchange: every rank reaches it at the same step (all conditions above
+            # are functions of the step and the shared plan).
+            due, stop_requested = self._exchange(s, stop, at_every)
+            if epoch_end or done:
+                done = self._select(s, val) or done
+            if epoch_end:
+                state.epoch += 1
+                state.batch = 0
+            if stop_requested:
+                self._checkpoint(s, wait=True)
+                raise RetryableError(REASON_PREEMPTED,
+                                     f"stopped by SIGTERM at step {state.step}; "
+                                     "checkpoint written, the run resumes from it")
+            if due and not done:
+                self._checkpoint(s, wait=False)
+                s.last_checkpoint = time.monotonic()
+            if done or epoch_end:
+                return done
+        return False
+
+    def _step(self, s: Session, plan: list[list[int]], train: Shard) -> None:
+        """One optimizer step over `gradientAccumulationSteps` batches of the plan."""
+        world, state, accum = self.world, s.state, self.hp.gradient_accumulation_steps
+        loss_sum = torch.zeros((), device=world.device)
+        samples = 0
+        for micro in range(accum):
+            idx = plan[state.batch + micro]
+            batch = self.recipe.collate([train.items[i] for i in idx], True)
+            batch["labels"] = torch.tensor([train.labels[i] for i in idx])
+            batch = self._to_device(batch)
+            labels = batch.pop("labels")
+            sync = micro == accum - 1
+            ctx = (s.wrapped.no_sync() if world.distributed and not sync  # type: ignore[operator]
+                   else contextlib.nullcontext())
+            with ctx:
+                with autocast(world.device, self.amp):
+                    logits = s.step_fn(**batch)
+                loss = nn.functional.cross_entropy(logits.float(), labels)
+                s.scaler.scale(loss / accum).backward()  # type: ignore[no-untyped-call]
+            loss_sum += loss.detach()
+            samples += len(idx)
+        s.scaler.unscale_(s.optimizer)
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        s.optimizer.zero_grad(set_to_none=True)
+        s.scheduler.step()
+        state.step += 1
+        state.batch += accum
+        s.samples_seen += samples
+        s.pending.append(PendingStep(state.step, loss_sum / accum, samples,
+                                     state.epoch + state.batch / len(plan),
+                                     float(s.scheduler.get_last_lr()[0])))
+
+    def _exchange(self, s: Session, stop: StopSignal, at_every: bool) -> tuple[bool, bool]:
+        """Share the pending steps' losses and the flags; record the steps. Returns (checkpoint
+        due, SIGTERM received), the same on every rank."""
+        world, pending = self.world, s.pending
+        due = world.is_main and (
+            time.monotonic() - s.last_checkpoint >= self.interval or at_every)
+        flags = torch.tensor([float(due), float(stop.requested)], dtype=torch.float64)
+        shared = torch.cat([
+            torch.stack([p.loss for p in pending]).double(),
+            torch.tensor([float(p.samples) for p in pending], dtype=torch.float64,
+                         device=world.device),
+            flags.to(world.device),
+        ])
         if world.distributed:
-            ids = [world.device.index] if world.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(model, device_ids=ids)
-        step_fn: nn.Module = wrapped
-        if world.device.type == "cuda":
-            # Compilation pays on GPUs; on CPUs its start-up costs more than it saves here.
-            # Varying lengths compile once with symbolic shapes instead of once per length;
-            # a compiler failure falls back to eager mode rather than failing the run.
-            torch._dynamo.config.suppress_errors = True
-            dynamic = self.dynamic_shapes
-            if dynamic is None:
-                dynamic = True if len(set(lengths)) > 1 else None
-            if dynamic is False:  # one graph per padded width
-                torch._dynamo.config.recompile_limit = 64
-            step_fn = torch.compile(wrapped, dynamic=dynamic)  # type: ignore[assignment]
-        scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
-        accum = hp.gradient_accumulation_steps
-        every = self.spec.checkpoint.every_steps
-        last_checkpoint = time.monotonic()
-        started = time.monotonic()
-        timeline: list[tuple[int, float]] = []
-        pending: list[PendingStep] = []
-        samples_seen = 0
-        stopped_early = False
+            torch_dist.all_reduce(shared)
+        shared = shared.cpu()
+        s.timeline.append((s.state.step, time.monotonic()))
+        for i, done_step in enumerate(pending):
+            mean_loss = float(shared[i]) / world.size
+            s.state.history.append({"step": done_step.step, "loss": mean_loss,
+                                    "lr": done_step.lr})
+            if self.progress is not None:
+                self.progress.update(done_step.step, s.total, done_step.epoch, mean_loss,
+                                     int(shared[len(pending) + i]))
+            self.log_metrics(done_step.step, {"train_loss": mean_loss,
+                                              "learning_rate": done_step.lr,
+                                              "epoch": done_step.epoch})
+        s.pending = []
+        return float(shared[-2]) > 0, float(shared[-1]) > 0
+
+    def _select(self, s: Session, val: Shard) -> bool:
+        """Validate, keep the best model so far; True when early stopping ends training."""
+        state = s.state
+        scores = validate(self.world, self.recipe, s.model, val, self.num_labels,
+                          max(self.hp.batch_size, 64), self.amp)
+        scores["step"] = state.step
+        state.validation.append(scores)
+        self.log_metrics(state.step, {f"val_{k.replace('-', '_')}": v
+                                      for k, v in scores.items() if k != "step"})
+        metric = scores[self.spec.evaluation.metric]
+        if metric > state.best_metric:
+            state.best_metric, state.best_step, state.bad_evals = metric, state.step, 0
+            s.best = cpu_clone(s.model.state_dict()) if self.world.is_main else None
+        else:
+            state.bad_evals += 1
+        patience = self.hp.early_stopping_patience
+        if patience and state.bad_evals >= patience:
+            s.stopped_early = True
         if self.progress is not None:
-            self.progress.update(state.step, total, state.epoch, math.nan, 0)
             self.progress.restart_window()
-        done = state.step >= total
-        while not done and state.epoch < hp.epochs:
-            plan = batch_plan(lengths, hp.batch_size, hp.seed, state.epoch)
-            plan = plan[:steps_per_epoch * accum]
-            while state.batch < len(plan):
-                loss_sum = torch.zeros((), device=world.device)
-                samples = 0
-                for micro in range(accum):
-                    idx = plan[state.batch + micro]
-                    batch = self.recipe.collate([train.items[i] for i in idx], True)
-                    batch["labels"] = torch.tensor([train.labels[i] for i in idx])
-                    batch = self._to_device(batch)
-                    labels = batch.pop("labels")
-                    sync = micro == accum - 1
-                    ctx = (wrapped.no_sync() if world.distributed and not sync  # type: ignore[operator]
-                           else contextlib.nullcontext())
-                    with ctx:
-                        with autocast(world.device, self.amp):
-                            logits = step_fn(**batch)
-                        loss = nn.functional.cross_entropy(logits.float(), labels)
-                        scaler.scale(loss / accum).backward()  # type: ignore[no-untyped-call]
-                    loss_sum += loss.detach()
-                    samples += len(idx)
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                state.step += 1
-                state.batch += accum
-                samples_seen += samples
-                pending.append(PendingStep(state.step, loss_sum / accum, samples,
-                                           state.epoch + state.batch / len(plan),
-                                           float(scheduler.get_last_lr()[0])))
-                epoch_end = state.batch >= len(plan)
-                done = state.step >= total
-                at_every = every is not None and state.step % every == 0
-                if not (epoch_end or done or at_every or state.step % self.sync_every == 0):
-                    continue
-                # The exchange: every rank reaches it at the same step (all conditions above
-                # are functions of the step and the shared plan).
-                due = world.is_main and (
-                    time.monotonic() - last_checkpoint >= self.interval or at_every)
-                flags = torch.tensor([float(due), float(stop.requested)], dtype=torch.float64)
-                shared = torch.cat([
-                    torch.stack([p.loss for p in pending]).double(),
-                    torch.tensor([float(p.samples) for p in pending], dtype=torch.float64,
-                                 device=world.device),
-                    flags.to(world.device),
-                ])
-                if world.distributed:
-                    torch_dist.all_reduce(shared)
-                shared = shared.cpu()
-                timeline.append((state.step, time.monotonic()))
-                for i, done_step in enumerate(pending):
-                    mean_loss = float(shared[i]) / world.size
-                    state.history.append({"step": done_step.step, "loss": mean_loss,
-                                          "lr": done_step.lr})
-                    if self.progress is not None:
-                        self.progress.update(done_step.step, total, done_step.epoch, mean_loss,
-                                             int(shared[len(pending) + i]))
-                    self.log_metrics(done_step.step, {"train_loss": mean_loss,
-                                                      "learning_rate": done_step.lr,
-                                                      "epoch": done_step.epoch})
-                due_shared, stop_shared = float(shared[-2]), float(shared[-1])
-                pending = []
-                if epoch_end or done:
-                    scores = self._validate(model, val)
-                    scores["step"] = state.step
-                    state.validation.append(scores)
-                    self.log_metrics(state.step, {f"val_{k.replace('-', '_')}": v
-                                                  for k, v in scores.items() if k != "step"})
-                    metric = scores[self.spec.evaluation.metric]
-                    if metric > state.best_metric:
-                        state.best_metric, state.best_step, state.bad_evals = (
-                            metric, state.step, 0)
-                        best = cpu_clone(model.state_dict()) if world.is_main else None
-                    else:
-                        state.bad_evals += 1
-                    patience = hp.early_stopping_patience
-                    if patience and state.bad_evals >= patience:
-                        stopped_early = done = True
-                    if self.progress is not None:
-                        self.progress.restart_window()
-                if epoch_end:
-                    state.epoch += 1
-                    state.batch = 0
-                if stop_shared > 0:
-                    self._checkpoint(model, optimizer, scheduler, state, best, wait=True)
-                    raise RetryableError(REASON_PREEMPTED,
-                                         f"stopped by SIGTERM at step {state.step}; "
-                                         "checkpoint written, the run resumes from it")
-                if due_shared > 0 and not done:
-                    self._checkpoint(model, optimizer, scheduler, state, best, wait=False)
-                    last_checkpoint = time.monotonic()
-                if done or epoch_end:
-                    break
-        if self.world.is_main:
-            self.checkpointer.wait()
-        elapsed = time.monotonic() - started
-        if best is not None and world.is_main and state.best_step != state.step:
-            model.load_state_dict(best)
+        return s.stopped_early
+
+    def _result(self, s: Session) -> TrainResult:
+        """The best model (rank 0 loads its weights) and the numbers of the run."""
+        world, state, model = self.world, s.state, s.model
+        elapsed = time.monotonic() - s.started
+        if s.best is not None and world.is_main and state.best_step != state.step:
+            model.load_state_dict(s.best)
         model.eval()
         final = next((v for v in state.validation if v["step"] == state.best_step),
                      state.validation[-1] if state.validation else {})
         return TrainResult(
-            model=model, steps=state.step, total_steps=total,
-            epochs_done=state.step / steps_per_epoch, best_step=state.best_step,
+            model=model, steps=state.step, total_steps=s.total,
+            epochs_done=state.step / s.steps_per_epoch, best_step=state.best_step,
             validation={k: float(v) for k, v in final.items()}, history=state.history,
             train_seconds=elapsed,
-            samples_per_second=samples_seen * world.size / elapsed if elapsed > 0 else 0.0,
-            resumed_from=resumed_from, stopped_early=stopped_early, timeline=timeline,
+            samples_per_second=s.samples_seen * world.size / elapsed if elapsed > 0 else 0.0,
+            resumed_from=s.resumed_from, stopped_early=s.stopped_early, timeline=s.timeline,
         )
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Copy a collated batch to the device; from pinned memory, the copy does not wait."""
+        if self.world.device.type != "cuda":
+            return batch
+        return {k: v.pin_memory().to(self.world.device, non_blocking=True)
+                for k, v in batch.items()}
+
+    def _checkpoint(self, s: Session, wait: bool) -> None:
+        rngs = gather(self.world, resume.rng_state(self.world))  # every rank takes part
+        if self.world.is_main:
+            content = resume.snapshot(self.world, s.model, s.optimizer, s.scheduler, s.state,
+                                      s.best, rngs)
+            self.checkpointer.save_async(s.state.step, content)
+            if wait:
+                self.checkpointer.wait()

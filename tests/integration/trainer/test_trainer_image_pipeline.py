@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import S3, Trainer, to_csv
 from PIL import Image
-from tailor.api.contract import EXIT_PERMANENT
-from tailor.drift.profile import ReferenceProfile
+from tailor_contract.profile import ReferenceProfile
+from tailor_contract.trainer_api import EXIT_PERMANENT
 
 MODEL = "digits"
 LABELS = [str(d) for d in range(10)]

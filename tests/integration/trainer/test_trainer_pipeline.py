@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from conftest import MINILM, S3, Trainer, to_csv
 from mlflow.tracking import MlflowClient
-from tailor.api import contract
-from tailor.drift.profile import ReferenceProfile
-from tailor_localstack.story import bbc_rows
+from tailor_contract import trainer_api
+from tailor_contract.profile import ReferenceProfile
+
+from tests.support.story import bbc_rows
 
 MODEL = "bbc-news-it"
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
@@ -62,12 +63,12 @@ def test_train_promote_then_retrain_on_grown_data(trainer: Trainer, s3: S3,
     deadline = time.monotonic() + 240
     seen: dict[str, float] = {}
     while proc.poll() is None and time.monotonic() < deadline:
-        seen = scrape(env[contract.ENV_METRICS_PORT])
-        if seen.get(contract.METRIC_STEP, 0) >= 1:
+        seen = scrape(env[trainer_api.ENV_METRICS_PORT])
+        if seen.get(trainer_api.METRIC_STEP, 0) >= 1:
             break
         time.sleep(0.2)  # poll interval, bounded by the deadline
-    assert seen.get(contract.METRIC_TOTAL_STEPS) == 6, seen
-    assert contract.METRIC_LOSS in seen and contract.METRIC_ETA_SECONDS in seen
+    assert seen.get(trainer_api.METRIC_TOTAL_STEPS) == 6, seen
+    assert trainer_api.METRIC_LOSS in seen and trainer_api.METRIC_ETA_SECONDS in seen
     result = trainer.finish(proc, env, timeout=300)
     assert result.code == 0, result.log[-4000:]
     assert result.summary is not None and result.summary.outcome == "Succeeded"
@@ -100,6 +101,9 @@ def test_train_promote_then_retrain_on_grown_data(trainer: Trainer, s3: S3,
     assert list(profile.classes) == LABELS and "text" in profile.features
     quality = s3.json(run1 + "data-quality.json")
     assert quality["passed"] and quality["examples"] == 500
+    # The gate's outcome reaches the operator (the DataQualityPassed condition).
+    assert result.summary.data_quality == (trainer_api.QUALITY_WARNINGS if quality["warnings"]
+                                           else trainer_api.QUALITY_PASSED)
     locked_key = f"models/{MODEL}/test-sets/v1/manifest.json"
     locked = s3.get(locked_key)
     locked_ids = {e["id"] for e in s3.json(locked_key)["examples"]}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import S3, Trainer, to_csv
-from tailor.api.contract import EXIT_RETRYABLE
+from tailor_contract.trainer_api import EXIT_RETRYABLE
 
 CLASSES = ("business", "sport", "tech")
 WORDS = {"business": "market shares profit bank", "sport": "match goal team league",
@@ -122,6 +122,18 @@ def test_killed_run_resumes_from_its_last_checkpoint_on_the_same_curve(
         assert ours["lr"] == pytest.approx(theirs["lr"])
     # Only `keep` complete checkpoints remain.
     assert len(complete_steps(s3, prefix)) <= 2
+
+    # A group restarted after its run finished trains nothing and reports the same outcome.
+    again = trainer.run(trainer.env(spec(trainer, s3, model, str(tiny_model)), "run-1"),
+                        nproc=2, timeout=300)
+    assert again.code == 0, again.log[-3000:]
+    assert "run-1 is already complete; nothing to train" in again.log
+    assert result.summary is not None and again.summary is not None
+    assert result.summary.data_quality != ""
+    assert (again.summary.reason, again.summary.promoted, again.summary.data_quality,
+            again.summary.data_quality_message, again.summary.metrics) == (
+        result.summary.reason, result.summary.promoted, result.summary.data_quality,
+        result.summary.data_quality_message, result.summary.metrics)
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_retryable(trainer: Trainer, s3: S3,

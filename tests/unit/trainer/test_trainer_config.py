@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tailor.api import contract
+from tailor_contract import trainer_api
 from tailor_trainer.config import load_config
 from tailor_trainer.errors import PermanentError
 
@@ -17,16 +17,16 @@ SPEC = {"task": "text-classification", "model": {"base": "/models/m"},
 def env(spec=None, **extra):
     obj = {"apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob",
            "metadata": {"name": "news", "namespace": "ml", "uid": "u"}, "spec": spec or SPEC}
-    return {contract.ENV_TRAININGJOB: json.dumps(obj), contract.ENV_RUN_ID: "r1",
-            contract.ENV_ARTIFACT_URI: "s3://bucket/models/news/r1/",
-            contract.ENV_MODEL_URI: "s3://bucket/models/news/", **extra}
+    return {trainer_api.ENV_TRAININGJOB: json.dumps(obj), trainer_api.ENV_RUN_ID: "r1",
+            trainer_api.ENV_ARTIFACT_URI: "s3://bucket/models/news/r1/",
+            trainer_api.ENV_MODEL_URI: "s3://bucket/models/news/", **extra}
 
 
 def test_parses_and_defaults() -> None:
     cfg = load_config(env())
     assert cfg.model_name == "news" and cfg.namespace == "ml"
     assert cfg.spec.hyperparameters.epochs == 3
-    assert cfg.metrics_port == contract.METRICS_PORT
+    assert cfg.metrics_port == trainer_api.METRICS_PORT
     assert cfg.checkpoint_uri == "s3://bucket/models/news/r1/checkpoints/"
     assert cfg.termination_log == "/dev/termination-log"
 
@@ -39,11 +39,11 @@ def test_invalid_spec_names_the_field() -> None:
 
 def test_not_json() -> None:
     with pytest.raises(PermanentError, match="not valid JSON"):
-        load_config({**env(), contract.ENV_TRAININGJOB: "{"})
+        load_config({**env(), trainer_api.ENV_TRAININGJOB: "{"})
 
 
 def test_missing_variable() -> None:
     values = env()
-    del values[contract.ENV_ARTIFACT_URI]
-    with pytest.raises(PermanentError, match=contract.ENV_ARTIFACT_URI):
+    del values[trainer_api.ENV_ARTIFACT_URI]
+    with pytest.raises(PermanentError, match=trainer_api.ENV_ARTIFACT_URI):
         load_config(values)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from tailor.api.trainingjob import Evaluation, Promotion
+from tailor_contract import metrics
+from tailor_contract.trainingjob import Evaluation, Promotion
 from tailor_trainer import evaluate
+from tailor_trainer.validate import scores_from_confusion
 
 
 def test_classification_report_counts() -> None:
@@ -102,3 +104,15 @@ def test_zero_shot_picks_the_label_with_the_most_similar_prompt() -> None:
     cos = x[0] / np.linalg.norm(x[0])
     expected = np.exp(evaluate.ZERO_SHOT_SCALE * cos) / np.exp(evaluate.ZERO_SHOT_SCALE * cos).sum()
     assert np.allclose(probs[0], expected)
+
+
+def test_validation_scores_use_the_contract_definitions() -> None:
+    # Model selection during training scores validation as the test set and the DriftMonitor
+    # are scored: class 2 occurs neither as a label nor as a prediction, and is left out.
+    matrix = np.array([[5, 1, 0], [2, 7, 0], [0, 0, 0]])
+    scores = scores_from_confusion(matrix)
+    assert scores["macro-f1"] == pytest.approx(metrics.macro_f1(matrix))
+    assert scores["macro-f1"] == pytest.approx((10 / 13 + 14 / 17) / 2)
+    assert scores["accuracy"] == pytest.approx(12 / 15)
+    assert scores_from_confusion(np.zeros((3, 3), dtype=np.int64)) == {"accuracy": 0.0,
+                                                                        "macro-f1": 0.0}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tailor.api.trainingjob import Data
+from tailor_contract.trainingjob import Data
 from tailor_trainer.data.load import (
     Batch,
     ColumnMap,

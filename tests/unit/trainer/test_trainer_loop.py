@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 import torch
-from tailor.api.trainingjob import TrainingJobSpec
+from tailor_contract.trainingjob import TrainingJobSpec
 from tailor_trainer.checkpoint import MARKER_FILE, Checkpointer, HostCopies
 from tailor_trainer.dist import World
 from tailor_trainer.recipes.text import EncoderClassifier, TextRecipe
+from tailor_trainer.resume import StopSignal
 from tailor_trainer.storage import Store
-from tailor_trainer.train import Shard, StopSignal, Trainer
+from tailor_trainer.train import Shard, Trainer
 from torch import nn
 
 

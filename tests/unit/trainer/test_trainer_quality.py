@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from tailor.api.trainingjob import Quality
+from tailor_contract.trainingjob import Quality
 from tailor_trainer.data.load import ColumnMap
 from tailor_trainer.data.quality import QualityGate, agreement_coefficient, measure_agreement
 

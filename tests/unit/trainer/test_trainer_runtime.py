@@ -8,12 +8,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tailor.api import contract
+from tailor_contract import trainer_api
 from tailor_trainer import launch
 from tailor_trainer.metrics import Progress
 from tailor_trainer.run import write_termination
+from tailor_trainer.schedule import batch_plan, lr_lambda
 from tailor_trainer.storage import Store
-from tailor_trainer.train import _lr_lambda, batch_plan
 
 
 def test_batch_plan_is_deterministic_complete_and_bucketed() -> None:
@@ -27,7 +27,7 @@ def test_batch_plan_is_deterministic_complete_and_bucketed() -> None:
 
 
 def test_learning_rate_warms_up_then_decays() -> None:
-    f = _lr_lambda(total=100, warmup=10)
+    f = lr_lambda(total=100, warmup=10)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(55) == pytest.approx(0.5) and f(100) == 0.0
 
@@ -46,22 +46,22 @@ def test_rank0_metrics_use_the_contract_names() -> None:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line and not line.startswith("#")}
-    assert values[contract.METRIC_STEP] == 5
-    assert values[contract.METRIC_TOTAL_STEPS] == 20
-    assert values[contract.METRIC_EPOCH] == 0.25
-    assert values[contract.METRIC_LOSS] == 1.5
-    assert contract.METRIC_SAMPLES_PER_SECOND in values
-    assert contract.METRIC_ETA_SECONDS in values
+    assert values[trainer_api.METRIC_STEP] == 5
+    assert values[trainer_api.METRIC_TOTAL_STEPS] == 20
+    assert values[trainer_api.METRIC_EPOCH] == 0.25
+    assert values[trainer_api.METRIC_LOSS] == 1.5
+    assert trainer_api.METRIC_SAMPLES_PER_SECOND in values
+    assert trainer_api.METRIC_ETA_SECONDS in values
 
 
 def test_termination_message_is_written_or_skipped(tmp_path: Path) -> None:
-    summary = contract.TerminationSummary(outcome="Failed", reason="DataQualityFailed",
+    summary = trainer_api.TerminationSummary(outcome="Failed", reason="DataQualityFailed",
                                           message="x" * 10000, permanent=True)
     path = tmp_path / "termination-log"
     write_termination(str(path), summary)
-    parsed = contract.TerminationSummary.parse(path.read_text())
+    parsed = trainer_api.TerminationSummary.parse(path.read_text())
     assert parsed is not None and parsed.permanent and parsed.reason == "DataQualityFailed"
-    assert len(path.read_bytes()) <= contract.TERMINATION_MESSAGE_LIMIT
+    assert len(path.read_bytes()) <= trainer_api.TERMINATION_MESSAGE_LIMIT
     write_termination(str(tmp_path / "missing-dir" / "log"), summary)  # no error
 
 

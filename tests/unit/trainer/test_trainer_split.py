@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tailor.api.contract import EXIT_PERMANENT
-from tailor.api.trainingjob import Split
+from tailor_contract.trainer_api import EXIT_PERMANENT
+from tailor_contract.trainingjob import Split
 from tailor_trainer.data.split import (
     LockedTestSet,
     Splitter,

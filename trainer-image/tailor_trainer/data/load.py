@@ -24,10 +24,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-from tailor.api.trainingjob import Data
+from tailor_contract.trainingjob import Data
+from tailor_contract.uris import is_s3
 
-from tailor_trainer.errors import REASON_DATA_UNREADABLE, PermanentError
-from tailor_trainer.storage import Store, is_s3
+from tailor_trainer.errors import REASON_DATA_UNREADABLE, REASON_INVALID_SPEC, PermanentError
+from tailor_trainer.storage import Store
 
 Format = Literal["csv", "jsonl", "parquet"]
 _EXTENSIONS: dict[str, Format] = {
@@ -67,7 +68,7 @@ class ColumnMap:
         cols = data.columns
         input_col = cols.text or cols.image
         if input_col is None:
-            raise PermanentError("InvalidSpec", "data.columns.text or data.columns.image is "
+            raise PermanentError(REASON_INVALID_SPEC, "data.columns.text or data.columns.image is "
                                  "required by the built-in recipes")
         return cls(id=cols.id, input=input_col, label=cols.label, group=cols.group,
                    annotators=tuple(cols.annotators or ()))

@@ -3,7 +3,8 @@
 Rows are fed batch by batch, so the gate needs memory for a hash per row, not the rows. Each
 check yields a finding with its value, threshold and the configured action; a violated Fail
 check stops the run (permanent exit) with a message naming the check and the numbers, a
-violated Warn check is recorded in data-quality.json and the DataQualityPassed condition.
+violated Warn check is recorded in data-quality.json and, through the termination message's
+data_quality (QualityReport.outcome), in the DataQualityPassed condition.
 A few checks always fail, because no threshold makes them trainable: missing or duplicate ids,
 labels outside data.labels, fewer than two classes, too few examples.
 
@@ -25,7 +26,8 @@ from typing import Any
 import krippendorff
 import numpy as np
 from statsmodels.stats.inter_rater import aggregate_raters, cohens_kappa, fleiss_kappa
-from tailor.api.trainingjob import Quality
+from tailor_contract.trainer_api import QUALITY_FAILED, QUALITY_PASSED, QUALITY_WARNINGS
+from tailor_contract.trainingjob import Quality
 
 from tailor_trainer.data.load import Batch, ColumnMap, id_digest
 
@@ -77,11 +79,28 @@ class QualityReport:
             return f"data quality passed: {self.examples} examples, {self.classes} classes"
         return "; ".join(f.message for f in bad)
 
+    def outcome(self) -> tuple[str, str]:
+        """The gate's outcome for the termination message (QUALITY_PASSED, QUALITY_WARNINGS or
+        QUALITY_FAILED) and the violated checks, e.g. ``failed: ids; warnings: duplicates``."""
+        failed = [f.check for f in self.failures]
+        warned = [f.check for f in self.warnings]
+        status = QUALITY_FAILED if failed else QUALITY_WARNINGS if warned else QUALITY_PASSED
+        parts = [f"{name}: {', '.join(checks)}"
+                 for name, checks in (("failed", failed), ("warnings", warned)) if checks]
+        return status, "; ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["warnings"] = len(self.warnings)
         out["failed"] = [f.check for f in self.failures]
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QualityReport:
+        """A report written by `to_dict` (data-quality.json) read back."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["findings"] = [Finding(**f) for f in data.get("findings", [])]
+        return cls(**known)
 
 
 # --- agreement --------------------------------------------------------------------------------
@@ -195,14 +214,31 @@ class QualityGate:
         return Finding(check, status, message, round(value, 6), threshold, action)
 
     def report(self) -> QualityReport:
-        q = self.quality
-        findings: list[Finding] = []
-        n = self.rows
-        labelled = n - self.empty
-        findings.append(self._finding(
+        labelled = self.rows - self.empty
+        counts = dict(self.labels)
+        for label in self.expected or []:
+            counts.setdefault(label, 0)
+        findings = [*self._count_checks(labelled), *self._duplicate_checks(labelled)]
+        balance = self._balance_check(counts)
+        if balance is not None:
+            findings.append(balance)
+        agreement = None
+        if self.columns.annotators and self.ratings:
+            agreement = measure_agreement(self.ratings)
+            findings.append(self._agreement_check(agreement))
+        passed = not any(f.status == "fail" for f in findings)
+        return QualityReport(passed=passed, examples=labelled, classes=len(self.labels),
+                             class_counts=dict(sorted(counts.items())), findings=findings,
+                             agreement=agreement, data_fingerprint=self.data_hash.hexdigest())
+
+    def _count_checks(self, labelled: int) -> list[Finding]:
+        """Enough labelled rows, ids present and unique, few empty rows, known labels, and at
+        least two classes."""
+        q, n = self.quality, self.rows
+        findings = [self._finding(
             "minExamples", labelled < q.min_examples, "Fail",
             f"{labelled} labelled examples, the minimum is {q.min_examples} "
-            "(data.quality.minExamples)", labelled, q.min_examples))
+            "(data.quality.minExamples)", labelled, q.min_examples)]
         if self.missing_ids or self.duplicate_ids:
             shown = ", ".join(repr(i) for i in self.duplicate_id_examples)
             findings.append(Finding(
@@ -230,52 +266,52 @@ class QualityGate:
                 "classes", "fail",
                 f"the data has {classes} distinct label(s) "
                 f"{sorted(self.labels)}; a classifier needs at least two", float(classes), 2.0))
+        return findings
+
+    def _duplicate_checks(self, labelled: int) -> list[Finding]:
+        """Inputs that repeat (after normalisation), and those repeated under another label."""
+        q = self.quality
         duplicates = sum(sum(c.values()) - len(c) for c in self.inputs.values())
         conflicting = sum(sum(c.values()) for c in self.inputs.values() if len(c) > 1)
         dup_share = duplicates / labelled if labelled else 0.0
         conflict_share = conflicting / labelled if labelled else 0.0
-        findings.append(self._finding(
+        return [self._finding(
             "duplicates", dup_share > q.duplicates.max_fraction, q.duplicates.action,
             f"{duplicates} of {labelled} examples ({dup_share:.1%}) repeat an earlier input, "
             f"the maximum is {q.duplicates.max_fraction:.1%} (data.quality.duplicates)",
-            dup_share, q.duplicates.max_fraction))
-        findings.append(self._finding(
+            dup_share, q.duplicates.max_fraction), self._finding(
             "conflictingLabels", conflict_share > q.conflicting_labels.max_fraction,
             q.conflicting_labels.action,
             f"{conflicting} of {labelled} examples ({conflict_share:.1%}) share their input with "
             f"an example of another label, the maximum is "
             f"{q.conflicting_labels.max_fraction:.1%} (data.quality.conflictingLabels)",
-            conflict_share, q.conflicting_labels.max_fraction))
-        counts = dict(self.labels)
-        for label in self.expected or []:
-            counts.setdefault(label, 0)
-        if counts and classes >= 2:
-            smallest = min(counts.values())
-            ratio = max(counts.values()) / smallest if smallest else math.inf
-            cb = q.class_balance
-            few = sorted(k for k, v in counts.items() if v < cb.min_per_class)
-            findings.append(self._finding(
-                "classBalance", bool(few) or ratio > cb.max_ratio, cb.action,
-                f"class counts {dict(sorted(counts.items()))}: "
-                + (f"{few} below the minimum of {cb.min_per_class} per class, " if few else "")
-                + f"largest/smallest ratio {ratio:.1f}, the maximum is {cb.max_ratio:g} "
-                "(data.quality.classBalance)", ratio if math.isfinite(ratio) else 1e9,
-                cb.max_ratio))
-        agreement = None
-        if self.columns.annotators and self.ratings:
-            agreement = measure_agreement(self.ratings)
-            value = agreement["value"]
-            a = q.agreement
-            value_ok = not math.isnan(value)
-            findings.append(self._finding(
-                "agreement", (not value_ok) or value < a.minimum, a.action,
-                f"inter-annotator agreement ({agreement['method']}) is "
-                f"{value:.3f} over {agreement['units']} examples, the minimum is {a.minimum:g}"
-                + (f" and {a.warn_below:g} passes without a warning" if value_ok else "")
-                + " (data.quality.agreement)",
-                value if value_ok else -1.0, a.minimum,
-                warn=value_ok and value < a.warn_below))
-        passed = not any(f.status == "fail" for f in findings)
-        return QualityReport(passed=passed, examples=labelled, classes=classes,
-                             class_counts=dict(sorted(counts.items())), findings=findings,
-                             agreement=agreement, data_fingerprint=self.data_hash.hexdigest())
+            conflict_share, q.conflicting_labels.max_fraction)]
+
+    def _balance_check(self, counts: dict[str, int]) -> Finding | None:
+        """Every class with its minimum, and the largest/smallest ratio (None: < 2 classes)."""
+        if not counts or len(self.labels) < 2:
+            return None
+        smallest = min(counts.values())
+        ratio = max(counts.values()) / smallest if smallest else math.inf
+        cb = self.quality.class_balance
+        few = sorted(k for k, v in counts.items() if v < cb.min_per_class)
+        return self._finding(
+            "classBalance", bool(few) or ratio > cb.max_ratio, cb.action,
+            f"class counts {dict(sorted(counts.items()))}: "
+            + (f"{few} below the minimum of {cb.min_per_class} per class, " if few else "")
+            + f"largest/smallest ratio {ratio:.1f}, the maximum is {cb.max_ratio:g} "
+            "(data.quality.classBalance)", ratio if math.isfinite(ratio) else 1e9,
+            cb.max_ratio)
+
+    def _agreement_check(self, agreement: dict[str, Any]) -> Finding:
+        value = agreement["value"]
+        a = self.quality.agreement
+        value_ok = not math.isnan(value)
+        return self._finding(
+            "agreement", (not value_ok) or value < a.minimum, a.action,
+            f"inter-annotator agreement ({agreement['method']}) is "
+            f"{value:.3f} over {agreement['units']} examples, the minimum is {a.minimum:g}"
+            + (f" and {a.warn_below:g} passes without a warning" if value_ok else "")
+            + " (data.quality.agreement)",
+            value if value_ok else -1.0, a.minimum,
+            warn=value_ok and value < a.warn_below)

@@ -7,10 +7,11 @@ validation and training. Because neither depends on any other row, assignments a
 the data grows.
 
 The first run of a model writes the test set's manifest (ids, groups and a content
-fingerprint) beside the model's runs. Every later run reads it and uses exactly those ids as
-the test set: new examples go to training or validation only (new members of a locked group
-are held out entirely), and a changed or missing test example fails the run, because the
-numbers would no longer be comparable. Only data.split.testSetVersion starts a new test set.
+fingerprint) beside the model's runs (`tailor_contract.trainer_api.test_set_manifest`). Every
+later run reads it and uses exactly those ids as the test set: new examples go to training or
+validation only (new members of a locked group are held out entirely), and a changed or
+missing test example fails the run, because the numbers would no longer be comparable. Only
+data.split.testSetVersion starts a new test set.
 
 Rows of data.additionalUris (e.g. labelled production examples folded into a retrain) never
 enter the test set, locked or not: the test set is drawn from data.uri alone, so a retrain is
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tailor.api.trainingjob import Split
+from tailor_contract.trainingjob import Split
 
 from tailor_trainer.errors import REASON_TEST_SET_CHANGED, PermanentError
 
@@ -50,10 +51,6 @@ def fingerprint(digests: Iterable[str]) -> str:
     for digest in sorted(digests):
         h.update(bytes.fromhex(digest))
     return h.hexdigest()
-
-
-def manifest_uri(model_uri: str, version: int) -> str:
-    return f"{model_uri.rstrip('/')}/test-sets/v{version}/manifest.json"
 
 
 @dataclass

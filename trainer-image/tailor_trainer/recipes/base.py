@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from tailor_contract.uris import is_s3
 from torch import nn
 
 from tailor_trainer.errors import REASON_BASE_MODEL_UNUSABLE, PermanentError
-from tailor_trainer.storage import NotFound, Store, is_s3
+from tailor_trainer.storage import NotFound, Store
 
 MODEL_META = "tailor-model.json"
 """Written beside the weights: task, labels and how to rebuild the model."""
@@ -22,7 +23,7 @@ MODEL_META = "tailor-model.json"
 class ProfileFeatures:
     """Per-example inputs for the reference profile, one list per feature name.
 
-    Features named in `text` are profiled by their text summaries (tailor.drift.profile), the
+    Features named in `text` are profiled by their text summaries (tailor_contract.profile), the
     others by type (numbers numeric, strings categorical).
     """
 

@@ -20,7 +20,7 @@ import os
 import tempfile
 from typing import NoReturn
 
-from tailor_trainer.config import RunConfig
+from tailor_trainer.config import ENV_WORK_DIR, RunConfig
 from tailor_trainer.errors import REASON_INVALID_SPEC, PermanentError
 
 ENV_CHECKPOINT_URI = "TAILOR_CHECKPOINT_URI"
@@ -31,7 +31,7 @@ def custom_environment(cfg: RunConfig, base: dict[str, str]) -> dict[str, str]:
     env = dict(base)
     if cfg.artifact_uri:
         env[ENV_CHECKPOINT_URI] = cfg.checkpoint_uri
-    env.setdefault("TAILOR_WORK_DIR", tempfile.mkdtemp(prefix="tailor-"))
+    env.setdefault(ENV_WORK_DIR, tempfile.mkdtemp(prefix="tailor-"))
     env[ENV_HYPERPARAMETERS] = json.dumps(cfg.spec.hyperparameters.to_api())
     for item in cfg.spec.env or []:
         env[item.name] = item.value

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tailor_contract.trainingjob import TASK_IMAGE_CLASSIFICATION
+from tailor_contract.uris import S3Uri, is_s3
 from torch import nn
 
 from tailor_trainer.errors import (
@@ -45,9 +47,9 @@ from tailor_trainer.errors import (
     PermanentError,
 )
 from tailor_trainer.recipes.base import ProfileFeatures, read_meta, write_meta
-from tailor_trainer.storage import NotFound, Store, is_s3, split_s3
+from tailor_trainer.storage import NotFound, Store
 
-TASK = "image-classification"
+TASK = TASK_IMAGE_CLASSIFICATION
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 HEAD_FILE = "classifier-head.safetensors"
@@ -258,9 +260,9 @@ class ImageRecipe:
         if is_s3(ref) or ref.startswith("/"):
             uri = ref
         elif is_s3(self.root):
-            bucket, key = split_s3(self.root)
-            joined = posixpath.normpath(posixpath.join("/", key, ref))
-            uri = f"s3://{bucket}{joined}"
+            root = S3Uri.parse(self.root)
+            joined = posixpath.normpath(posixpath.join("/", root.key, ref))
+            uri = str(S3Uri(root.bucket, joined.lstrip("/")))
         else:
             uri = str(Path(self.root or ".") / ref)
         try:

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tailor_contract.trainingjob import TASK_TEXT_CLASSIFICATION
 from torch import nn
 
 from tailor_trainer.errors import REASON_BASE_MODEL_UNUSABLE, PermanentError
 from tailor_trainer.recipes.base import ProfileFeatures, read_meta, write_meta
 
-TASK = "text-classification"
+TASK = TASK_TEXT_CLASSIFICATION
 PAD_MULTIPLE = 8
 HEAD_FILE = "classifier-head.safetensors"
 
