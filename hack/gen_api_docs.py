@@ -56,7 +56,7 @@ fine-tuning, evaluation against the baselines, promotion. |
 accuracy falls. |
 
 Ready-to-apply examples are in [`examples/`](../examples). The typed models in
-`operator/tailor/api/` parse and default a spec exactly as these schemas do.
+`operator/contract/tailor_contract/` parse and default a spec exactly as these schemas do.
 
 ## Conventions
 
@@ -64,8 +64,9 @@ Ready-to-apply examples are in [`examples/`](../examples). The typed models in
 enums, patterns and cross-field rules (CEL) are in the schema, and every error names the field.
 Unknown fields are refused under kubectl's default strict field validation, which is also why
 credentials cannot be written inline: the only place for them is a Secret named by
-`storage.credentialsSecret`. Checks that need other objects (the Secret exists, the monitored
-TrainingJob has a promoted run) are made by the operator and reported with a `Stalled` condition.
+`storage.credentialsSecret`. Checks that need other objects (the Secret a DriftMonitor names
+exists, the TrainingJob it monitors has a promoted run) are made by the operator and reported
+with a condition (`Stalled`, or `Ready` False with the reason).
 
 **Names.** A TrainingJob's name is at most 52 characters and a DNS-1035 label: the operator
 creates a headless Service `<name>`, an Indexed Job `<name>-worker`, and worker pods with host
@@ -91,25 +92,35 @@ Kubernetes shape (`type`, `status`, `reason`, `message`, `lastTransitionTime`,
 summary for humans; programs read the conditions. A spec change bumps `metadata.generation`;
 status is written only through the status subresource.
 
-TrainingJob conditions (Job-like, so Argo CD and Flux's kstatus read them as they read a Job):
+TrainingJob conditions (Job-like, so Argo CD and Flux's kstatus read them as they read a Job;
+each reason is a constant of `operator/contract/tailor_contract/constants.py`):
 
 | Type | True when |
 |---|---|
-| `Running` | the worker group is running (reasons `WorkersStarting`, `WorkersRunning`, \
-`Restarting`) |
-| `Succeeded` | the run finished: trained, evaluated, artifacts written (terminal) |
+| `Running` | every worker pod is ready (`WorkersRunning`); False, with the reason of the moment, \
+while `Created`, `WorkersStarting`, `Queued`, `Restarting`, `Suspended` or `Resumed`, and once \
+finished |
+| `Succeeded` | the run finished: trained, evaluated, artifacts written (`Completed`; terminal) |
 | `Failed` | the run failed for good: `BackoffLimitExceeded`, `DeadlineExceeded`, \
-`PermanentFailure`, `DataQualityFailed`, with the real cause (`OOMKilled`, `Evicted`, \
-`NodeLost`, exit code, termination message) in the message and `status.failure` (terminal) |
-| `Suspended` | `runPolicy.suspend` is true (or Kueue has not admitted the job): no pods, \
-checkpoints kept |
-| `DataQualityPassed` | the data-quality gate passed (`DataQualityWarnings` when only warnings) |
-| `Promoted` | the candidate was promoted; False with `NotBetter`, `NotSignificant`, \
-`AwaitingApproval` or `NotApplicable` |
-| `Ready` | the job reached a terminal state that the operator has fully recorded |
-| `Reconciling` | the operator is still converging on the latest generation |
-| `Stalled` | the operator cannot make progress without a change (e.g. `SecretNotFound`, \
-`InvalidSpec`) |
+`PermanentFailure` or the trainer's own permanent reason such as `DataQualityFailed`, with the \
+real cause in the message and in `status.failure` (`OOMKilled`, `Evicted`, `NodeLost`, \
+`WorkerFailed`, the exit code and the termination message; terminal) |
+| `Suspended` | no worker pod runs and the checkpoints are kept: `runPolicy.suspend` is true \
+(`Suspended`), or Kueue has not admitted the job yet (`Queued`: its worker Job waits suspended, \
+as a batch/v1 Job under Kueue does, and Argo CD shows the TrainingJob Suspended, as it shows \
+such a Job) |
+| `DataQualityPassed` | the trainer's data-quality gate passed (`DataQualityPassed`, or \
+`DataQualityWarnings` with the warnings in the message); False with `DataQualityFailed`; \
+Unknown with `Pending` until the trainer reports it, and with `NotApplicable` when a finished \
+run reported no gate (a custom task, or a failure before the gate ran) |
+| `Promoted` | the candidate was promoted (`Promoted`); False with `NotBetter`, \
+`NotSignificant`, `AwaitingApproval` (promotion policy Manual) or `NotApplicable` (no verdict: \
+a custom task, or a failed run); Unknown with `Pending` until the run ends |
+| `Ready` | the run succeeded and the operator has recorded its outcome |
+| `Reconciling` | the job is in progress: pending, queued, running or restarting (the reason \
+says which; False once finished or while suspended by its spec) |
+| `Stalled` | the operator cannot make progress without a change: the run failed (the reason of \
+`Failed`), or the spec cannot be acted on (`InvalidSpec`) |
 
 DriftMonitor conditions:
 

@@ -12,15 +12,16 @@ from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
+from tailor_contract.constants import FINALIZER, KOPF_ANNOTATION_PREFIX
 
-from tailor import runtime, webhook
-from tailor.api.constants import FINALIZER, KOPF_ANNOTATION_PREFIX
-from tailor.driftmonitors import DriftMonitorController
+from tailor import runtime
+from tailor.controllers.driftmonitor import DriftMonitorController
+from tailor.controllers.trainingjob import TrainingJobController, run_forever
+from tailor.handlers import alerts as webhook
 from tailor.handlers import driftmonitor as driftmonitor_handlers
 from tailor.handlers import trainingjob as trainingjob_handlers
-from tailor.k8s import POOL_SIZE, Kube
+from tailor.io.k8s import POOL_SIZE, Kube
 from tailor.settings import OperatorSettings, parse
-from tailor.trainingjobs import TrainingJobController, run_forever
 
 log = logging.getLogger("tailor")
 _stop = threading.Event()
@@ -30,7 +31,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
     """Kopf keeps a "last handled" copy of each object only for change-detecting handlers
     (on.create, on.update, on.resume, daemons); Tailor has none, only event handlers and
     indexes, yet Kopf would still deep-copy every object on every event to build it. Nothing
-    is stored, so nothing is written either. tests/unit/operator/test_handlers.py keeps the
+    is stored, so nothing is written either. tests/unit/operator/test_controller.py keeps the
     registry free of handlers that would need one."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tailor.driftmonitors import DriftMonitorController
+from tailor.controllers.driftmonitor import DriftMonitorController
+from tailor.controllers.trainingjob import TrainingJobController
 from tailor.settings import OperatorSettings
-from tailor.trainingjobs import TrainingJobController
 
 
 @dataclass(frozen=True)

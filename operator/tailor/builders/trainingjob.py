@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from tailor.api import contract, names
-from tailor.api.constants import (
+from kubernetes.utils import parse_quantity
+from tailor_contract import names, trainer_api
+from tailor_contract.constants import (
     API_VERSION,
     COMPONENT_SERVICE,
     COMPONENT_WORKERS,
@@ -21,7 +22,7 @@ from tailor.api.constants import (
     LABEL_TRAININGJOB,
     TRAININGJOB_KIND,
 )
-from tailor.api.trainingjob import TrainingJobSpec
+from tailor_contract.trainingjob import TASK_CUSTOM, TrainingJobSpec
 
 ANNOTATION_ATTEMPT = "tailor.dev/attempt"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -29,8 +30,7 @@ INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 RENDEZVOUS_TIMEOUT_SECONDS = 600
 DEFAULT_SHM = "1Gi"
 TRAINER_UID = 10001  # the trainer image's user (trainer-image/Dockerfile)
-_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6,
-          "G": 10**9, "T": 10**12}
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class JobRef:
     @property
     def run_id(self) -> str:
         """One run per TrainingJob object: stable across restarts, new if re-created."""
-        return f"run-{self.uid[:8]}"
+        return trainer_api.run_id(self.uid)
 
     def owner_reference(self) -> dict[str, Any]:
         return {"apiVersion": API_VERSION, "kind": TRAININGJOB_KIND, "name": self.name,
@@ -83,7 +83,7 @@ def with_operator_defaults(raw_spec: dict[str, Any], *, s3_endpoint: str | None,
         if s3_region:
             storage["region"] = s3_region
         spec["storage"] = storage
-    if tracking_uri and not spec.get("tracking") and spec.get("task") != "custom":
+    if tracking_uri and not spec.get("tracking") and spec.get("task") != TASK_CUSTOM:
         spec["tracking"] = {"uri": tracking_uri}
     return spec
 
@@ -98,47 +98,65 @@ def build_service(job: JobRef) -> dict[str, Any]:
                      "ownerReferences": [job.owner_reference()]},
         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
                  "selector": labels(job, COMPONENT_WORKERS),
-                 "ports": [{"name": "rendezvous", "port": contract.RENDEZVOUS_PORT},
-                           {"name": "metrics", "port": contract.METRICS_PORT}]},
+                 "ports": [{"name": "rendezvous", "port": trainer_api.RENDEZVOUS_PORT},
+                           {"name": "metrics", "port": trainer_api.METRICS_PORT}]},
     }
 
 
-def _half(quantity: str) -> str:
-    """Half of a memory quantity, in bytes (the /dev/shm size from the memory resources)."""
-    for unit, factor in sorted(_UNITS.items(), key=lambda u: -len(u[0])):
-        if quantity.endswith(unit):
-            return str(int(Decimal(quantity[: -len(unit)]) * factor // 2))
-    return str(int(Decimal(quantity)) // 2)
+def _resource(spec: TrainingJobSpec, name: str) -> Decimal | None:
+    """A resource of each worker pod, limit before request, parsed as the API server parses
+    quantities (`1000m`, `1.5Gi`, `4Pi`, `1e3`, `128974848` are all legal)."""
+    resources = spec.resources
+    for group in (resources.limits, resources.requests) if resources else ():
+        if group and name in group:
+            value: Decimal = parse_quantity(group[name])  # type: ignore[no-untyped-call]
+            return value
+    return None
 
 
 def shm_size(spec: TrainingJobSpec) -> str:
-    resources = spec.resources
-    for group in (resources.limits, resources.requests) if resources else ():
-        if group and "memory" in group:
-            return _half(str(group["memory"]))
-    return DEFAULT_SHM
+    """/dev/shm: half the worker's memory (limit, else request), in whole bytes, at least
+    one (a size of 0 would mean no limit at all); 1Gi without either."""
+    memory = _resource(spec, "memory")
+    if memory is None:
+        return DEFAULT_SHM
+    return str(max(1, int((memory / 2).to_integral_value(rounding=ROUND_FLOOR))))
+
+
+def gpus_per_worker(spec: TrainingJobSpec) -> int:
+    """GPUs each worker pod asks for (nvidia.com/gpu in limits, else in requests); an
+    extended resource is a whole number, which `2` and `2000m` both are."""
+    gpus = _resource(spec, GPU_RESOURCE)
+    return 0 if gpus is None else int(gpus)
+
+
+def procs_per_worker(spec: TrainingJobSpec) -> int:
+    """torchrun's --nproc-per-node: `auto` is one per GPU requested, or one without GPUs."""
+    if spec.procs_per_worker == "auto":
+        return max(1, gpus_per_worker(spec))
+    return spec.procs_per_worker
 
 
 def trainer_command(spec: TrainingJobSpec) -> list[str]:
     """The worker container's command: the trainer's launcher wraps torchrun, which reads its
     options from the PET_* environment, and maps the trainer's exit codes through."""
-    if spec.task == "custom":
+    if spec.task == TASK_CUSTOM:
         assert spec.command is not None
-        return [*contract.LAUNCHER, "--no-python", *spec.command, *(spec.args or [])]
-    return [*contract.LAUNCHER, "-m", "tailor_trainer"]
+        return [*trainer_api.LAUNCHER, "--no-python", *spec.command, *(spec.args or [])]
+    return [*trainer_api.LAUNCHER, "-m", "tailor_trainer"]
 
 
 def torchrun_env(spec: TrainingJobSpec, job: JobRef, attempt: int) -> list[dict[str, Any]]:
     master = master_address(job)
     return [
         {"name": "PET_NNODES", "value": str(spec.workers)},
-        {"name": "PET_NPROC_PER_NODE", "value": str(spec.procs_per_worker_resolved())},
+        {"name": "PET_NPROC_PER_NODE", "value": str(procs_per_worker(spec))},
         {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
             "fieldPath": f"metadata.labels['{INDEX_LABEL}']"}}},
         {"name": "PET_MASTER_ADDR", "value": master},
-        {"name": "PET_MASTER_PORT", "value": str(contract.MASTER_PORT)},
+        {"name": "PET_MASTER_PORT", "value": str(trainer_api.MASTER_PORT)},
         {"name": "PET_RDZV_BACKEND", "value": "c10d"},
-        {"name": "PET_RDZV_ENDPOINT", "value": f"{master}:{contract.RENDEZVOUS_PORT}"},
+        {"name": "PET_RDZV_ENDPOINT", "value": f"{master}:{trainer_api.RENDEZVOUS_PORT}"},
         {"name": "PET_RDZV_ID", "value": f"{job.run_id}-{attempt}"},
         {"name": "PET_RDZV_CONF",
          "value": f"join_timeout={RENDEZVOUS_TIMEOUT_SECONDS},read_timeout=120"},
@@ -153,18 +171,18 @@ def torchrun_env(spec: TrainingJobSpec, job: JobRef, attempt: int) -> list[dict[
 
 def tailor_env(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef,
                attempt: int) -> list[dict[str, Any]]:
-    """What the trainer reads (contract.py), S3 credentials only by Secret reference."""
+    """What the trainer reads (trainer_api.py), S3 credentials only by Secret reference."""
     handed = {"apiVersion": API_VERSION, "kind": TRAININGJOB_KIND,
               "metadata": {"name": job.name, "namespace": job.namespace, "uid": job.uid},
               "spec": raw_spec}
     run_uri = artifact_uri(spec, job)
     env: list[dict[str, Any]] = [
-        {"name": contract.ENV_TRAININGJOB, "value": json.dumps(handed, separators=(",", ":"))},
-        {"name": contract.ENV_RUN_ID, "value": job.run_id},
-        {"name": contract.ENV_ARTIFACT_URI, "value": run_uri},
-        {"name": contract.ENV_MODEL_URI, "value": model_uri(spec, job)},
-        {"name": contract.ENV_METRICS_PORT, "value": str(contract.METRICS_PORT)},
-        {"name": contract.ENV_RESTART_COUNT, "value": str(attempt)},
+        {"name": trainer_api.ENV_TRAININGJOB, "value": json.dumps(handed, separators=(",", ":"))},
+        {"name": trainer_api.ENV_RUN_ID, "value": job.run_id},
+        {"name": trainer_api.ENV_ARTIFACT_URI, "value": run_uri},
+        {"name": trainer_api.ENV_MODEL_URI, "value": model_uri(spec, job)},
+        {"name": trainer_api.ENV_METRICS_PORT, "value": str(trainer_api.METRICS_PORT)},
+        {"name": trainer_api.ENV_RESTART_COUNT, "value": str(attempt)},
         {"name": "AWS_DEFAULT_REGION", "value": spec.storage.region},
         {"name": "HOME", "value": "/tmp"},
     ]
@@ -176,10 +194,11 @@ def tailor_env(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef,
                               ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)):
             env.append({"name": variable, "valueFrom": {"secretKeyRef": {
                 "name": secret.name, "key": key}}})
-    if spec.task == "custom":
+    if spec.task == TASK_CUSTOM:
         # What the trainer's own custom path would give a user command (docs/trainer.md).
         if run_uri:
-            env.append({"name": "TAILOR_CHECKPOINT_URI", "value": f"{run_uri}checkpoints/"})
+            env.append({"name": "TAILOR_CHECKPOINT_URI",
+                        "value": f"{run_uri}{trainer_api.ARTIFACT_CHECKPOINTS_DIR}/"})
         env.append({"name": "TAILOR_HYPERPARAMETERS", "value": json.dumps(
             spec.hyperparameters.model_dump(by_alias=True, exclude_none=True),
             separators=(",", ":"))})
@@ -219,22 +238,12 @@ def _container_security() -> dict[str, Any]:
             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
 
 
-def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef, *,
-                     image: str, attempt: int, deadline_seconds: int | None) -> dict[str, Any]:
-    """The Indexed Job of one attempt: any failed pod fails it (backoffLimit 0) and the
-    operator decides whether the whole group restarts."""
-    pod_labels = labels(job, COMPONENT_WORKERS)
-    job_labels = dict(pod_labels)
-    scheduling = spec.scheduling
-    if scheduling is not None and scheduling.queue_name:
-        job_labels[KUEUE_QUEUE_LABEL] = scheduling.queue_name
-    env = torchrun_env(spec, job, attempt) + tailor_env(spec, raw_spec, job, attempt)
-    init = _wait_for_worker_zero(image)
-    init["env"] = [e for e in env if e["name"] == "PET_RDZV_ENDPOINT"]
+def _trainer_container(spec: TrainingJobSpec, env: list[dict[str, Any]], image: str
+                       ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "trainer", "image": image, "command": trainer_command(spec), "env": env,
-        "ports": [{"name": "rendezvous", "containerPort": contract.RENDEZVOUS_PORT},
-                  {"name": "metrics", "containerPort": contract.METRICS_PORT}],
+        "ports": [{"name": "rendezvous", "containerPort": trainer_api.RENDEZVOUS_PORT},
+                  {"name": "metrics", "containerPort": trainer_api.METRICS_PORT}],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": _container_security(),
@@ -246,11 +255,18 @@ def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRe
             group: {name: str(value) for name, value in values.items()}
             for group, values in spec.resources.model_dump(by_alias=True,
                                                            exclude_none=True).items()}
+    return container
+
+
+def _pod_spec(spec: TrainingJobSpec, job: JobRef, env: list[dict[str, Any]], image: str
+              ) -> dict[str, Any]:
+    init = _wait_for_worker_zero(image)
+    init["env"] = [e for e in env if e["name"] == "PET_RDZV_ENDPOINT"]
     pod_spec: dict[str, Any] = {
         "subdomain": names.service_name(job.name),
         "restartPolicy": "Never",
         "initContainers": [init] if spec.workers > 1 else [],
-        "containers": [container],
+        "containers": [_trainer_container(spec, env, image)],
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec)}},
             {"name": "tmp", "emptyDir": {}},
@@ -260,6 +276,7 @@ def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRe
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "enableServiceLinks": False,
     }
+    scheduling = spec.scheduling
     if scheduling is not None:
         optional = {"priorityClassName": scheduling.priority_class_name,
                     "nodeSelector": scheduling.node_selector,
@@ -267,12 +284,26 @@ def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRe
                                     for t in scheduling.tolerations or []] or None,
                     "affinity": scheduling.affinity}
         pod_spec |= {k: v for k, v in optional.items() if v}
+    return pod_spec
+
+
+def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef, *,
+                     image: str, attempt: int, deadline_seconds: int | None) -> dict[str, Any]:
+    """The Indexed Job of one attempt: any failed pod fails it (backoffLimit 0) and the
+    operator decides whether the whole group restarts."""
+    pod_labels = labels(job, COMPONENT_WORKERS)
+    job_labels = dict(pod_labels)
+    queue = spec.scheduling.queue_name if spec.scheduling is not None else None
+    if queue:
+        job_labels[KUEUE_QUEUE_LABEL] = queue
+    env = torchrun_env(spec, job, attempt) + tailor_env(spec, raw_spec, job, attempt)
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed", "completions": spec.workers, "parallelism": spec.workers,
         "backoffLimit": 0,
         # Kueue admits a queued job by unsuspending it.
-        "suspend": bool(scheduling is not None and scheduling.queue_name),
-        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        "suspend": bool(queue),
+        "template": {"metadata": {"labels": pod_labels},
+                     "spec": _pod_spec(spec, job, env, image)},
     }
     if deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(1, deadline_seconds)

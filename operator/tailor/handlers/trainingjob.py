@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-
-from tailor.api.constants import (
+from tailor_contract.constants import (
     COMPONENT_WORKERS,
     GROUP,
     LABEL_COMPONENT,
@@ -25,7 +24,8 @@ from tailor.api.constants import (
     TRAININGJOB_PLURAL,
     VERSION,
 )
-from tailor.k8s import slim
+
+from tailor.io.k8s import slim
 from tailor.runtime import controller
 
 WORKER_JOBS = {LABEL_COMPONENT: COMPONENT_WORKERS, LABEL_TRAININGJOB: kopf.PRESENT}

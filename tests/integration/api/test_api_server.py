@@ -11,8 +11,9 @@ import pytest
 import yaml
 from manifests import EXAMPLES, INVALID, crd_schema, documents, expectation
 from pydantic import BaseModel
-from tailor.api import DriftMonitorSpec, TrainingJobSpec
-from tailor_localstack.testing import StackHandle
+from tailor_contract import DriftMonitorSpec, TrainingJobSpec
+
+from tests.support.testing import StackHandle
 
 pytestmark = pytest.mark.usefixtures("crds")
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import requests
-from tailor.api import contract
-from tailor_localstack.testing import OperatorProcess, StackHandle, eventually
+from tailor_contract import trainer_api
+
+from tests.support.testing import OperatorProcess, StackHandle, eventually
 
 # A small distributed program in the shape of a training run: rank 0 serves the trainer's
 # progress metrics, every step all-reduces across all processes, and rank 0 writes the
@@ -23,7 +24,7 @@ PROGRAM = textwrap.dedent("""
     import os, sys, time
     import torch, torch.distributed as dist
     from prometheus_client import Gauge, start_http_server
-    from tailor.api import contract
+    from tailor_contract import trainer_api
 
     steps = int(os.environ.get("STEPS", "8"))
     dist.init_process_group("gloo")
@@ -31,25 +32,25 @@ PROGRAM = textwrap.dedent("""
     if os.environ.get("EXIT_CODE"):
         sys.exit(int(os.environ["EXIT_CODE"]))
     if rank == 0:
-        start_http_server(int(os.environ[contract.ENV_METRICS_PORT]))
+        start_http_server(int(os.environ[trainer_api.ENV_METRICS_PORT]))
         gauges = {name: Gauge(name, name) for name in (
-            contract.METRIC_STEP, contract.METRIC_TOTAL_STEPS, contract.METRIC_EPOCH,
-            contract.METRIC_SAMPLES_PER_SECOND, contract.METRIC_ETA_SECONDS)}
-        gauges[contract.METRIC_TOTAL_STEPS].set(steps)
+            trainer_api.METRIC_STEP, trainer_api.METRIC_TOTAL_STEPS, trainer_api.METRIC_EPOCH,
+            trainer_api.METRIC_SAMPLES_PER_SECOND, trainer_api.METRIC_ETA_SECONDS)}
+        gauges[trainer_api.METRIC_TOTAL_STEPS].set(steps)
     for step in range(1, steps + 1):
         value = torch.tensor([float(rank + 1)])
         dist.all_reduce(value)
         assert value.item() == world * (world + 1) / 2, value
         if rank == 0:
-            gauges[contract.METRIC_STEP].set(step)
-            gauges[contract.METRIC_EPOCH].set(step / steps)
-            gauges[contract.METRIC_SAMPLES_PER_SECOND].set(32.0)
-            gauges[contract.METRIC_ETA_SECONDS].set((steps - step) * 0.5)
+            gauges[trainer_api.METRIC_STEP].set(step)
+            gauges[trainer_api.METRIC_EPOCH].set(step / steps)
+            gauges[trainer_api.METRIC_SAMPLES_PER_SECOND].set(32.0)
+            gauges[trainer_api.METRIC_ETA_SECONDS].set((steps - step) * 0.5)
         # The simulated training step's own duration (work inside the pod, not a wait for a
         # condition): long enough for the operator to scrape progress mid-run.
         time.sleep(float(os.environ.get("STEP_SECONDS", "0.5")))
     if rank == 0:
-        summary = contract.TerminationSummary(
+        summary = trainer_api.TerminationSummary(
             "Succeeded", reason="Completed", message=f"all-reduce over {world} processes",
             metrics={"test": 0.875, "validation": 0.9})
         with open("/dev/termination-log", "w") as f:
@@ -166,7 +167,7 @@ def test_apply_creates_a_headless_service_and_an_indexed_job_of_torchrun_workers
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     [trainer] = pod["spec"]["containers"]
     assert trainer["image"] == "registry.example/trainer:1.2"
-    assert trainer["command"][: len(contract.LAUNCHER) + 1] == [*contract.LAUNCHER, "--no-python"]
+    assert trainer["command"][: len(trainer_api.LAUNCHER) + 1] == [*trainer_api.LAUNCHER, "--no-python"]
     assert trainer["securityContext"]["readOnlyRootFilesystem"] is True
     assert trainer["securityContext"]["allowPrivilegeEscalation"] is False
     assert trainer["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -179,26 +180,29 @@ def test_apply_creates_a_headless_service_and_an_indexed_job_of_torchrun_workers
         "metadata.labels['batch.kubernetes.io/job-completion-index']"
     assert env["PET_MASTER_ADDR"]["value"] == master
     assert env["PET_RDZV_BACKEND"]["value"] == "c10d"
-    assert env["PET_RDZV_ENDPOINT"]["value"] == f"{master}:{contract.RENDEZVOUS_PORT}"
+    assert env["PET_RDZV_ENDPOINT"]["value"] == f"{master}:{trainer_api.RENDEZVOUS_PORT}"
     assert "join_timeout=" in env["PET_RDZV_CONF"]["value"]
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "s3", "key": "AWS_SECRET_ACCESS_KEY"}
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
     assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://minio.storage:9000"
-    handed = json.loads(env[contract.ENV_TRAININGJOB]["value"])
+    handed = json.loads(env[trainer_api.ENV_TRAININGJOB]["value"])
     assert handed["metadata"]["name"] == "shape" and handed["spec"]["workers"] == 3
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": str(2 * 2**30)}
     [wait] = pod["spec"]["initContainers"]
     assert wait["name"] == "wait-for-worker-0"
-    # The queued job's status says so.
-    assert eventually(lambda: condition(stack, namespace, "shape", "Reconciling")
+    # The queued job's status says so: Suspended, as a Job Kueue has not admitted, and still
+    # in progress.
+    assert eventually(lambda: condition(stack, namespace, "shape", "Suspended")
                       .get("reason") == "Queued", timeout=30, what="status to say Queued")
+    assert condition(stack, namespace, "shape", "Suspended")["status"] == "True"
+    assert condition(stack, namespace, "shape", "Reconciling")["reason"] == "Queued"
     st = status(stack, namespace, "shape")
-    assert st["phase"] == "Pending" and st["observedGeneration"] == 1
+    assert st["phase"] == "Suspended" and st["observedGeneration"] == 1
     assert st["workers"]["desired"] == 3 and st["runId"].startswith("run-")
     printed = stack.kubectl("get", "tj", "shape", "-n", namespace).stdout
-    assert "Pending" in printed and "0/3" in printed
+    assert "Suspended" in printed and "0/3" in printed
 
 
 def test_two_workers_train_to_success_with_progress_in_status(
@@ -219,6 +223,13 @@ def test_two_workers_train_to_success_with_progress_in_status(
     assert final["workers"]["restarts"] == 0
     assert condition(stack, namespace, "allreduce", "Ready")["status"] == "True"
     assert condition(stack, namespace, "allreduce", "Reconciling")["status"] == "False"
+    # A custom command reports no gate and no verdict.
+    assert (condition(stack, namespace, "allreduce", "Promoted")["status"],
+            condition(stack, namespace, "allreduce", "Promoted")["reason"]) == \
+        ("False", "NotApplicable")
+    assert condition(stack, namespace, "allreduce", "DataQualityPassed")["reason"] == \
+        "NotApplicable"
+    assert final["promotion"]["verdict"] == "NotApplicable"
     assert done_lines(stack, namespace, "allreduce") == ["rank 0/2 done", "rank 1/2 done"]
     assert events(stack, namespace, "allreduce")[0] == "Created"
     assert "Completed" in events(stack, namespace, "allreduce")
@@ -281,12 +292,12 @@ def test_exceeding_the_backoff_limit_fails_with_the_reason(
 def test_the_permanent_exit_code_fails_at_once_without_restarts(
         stack: StackHandle, namespace: str, operator: OperatorProcess) -> None:
     apply(stack, namespace, trainingjob("baddata", env={
-        "EXIT_CODE": str(contract.EXIT_PERMANENT)}))
+        "EXIT_CODE": str(trainer_api.EXIT_PERMANENT)}))
     failed = wait_condition(stack, namespace, "baddata", "Failed")
     assert failed["reason"] == "PermanentFailure"
     final = status(stack, namespace, "baddata")
     assert final["workers"]["restarts"] == 0
-    assert final["failure"]["exitCode"] == contract.EXIT_PERMANENT
+    assert final["failure"]["exitCode"] == trainer_api.EXIT_PERMANENT
 
 
 def test_suspend_stops_the_pods_resume_runs_again_and_delete_leaves_nothing(

@@ -14,8 +14,8 @@ from apischema import (
     strip_transition_rules,
     walk,
 )
-from tailor.api import constants as c
-from tailor.api.names import retrain_job_name, service_name, worker_hostname, worker_job_name
+from tailor_contract import constants as c
+from tailor_contract.names import retrain_job_name, service_name, worker_hostname, worker_job_name
 
 KINDS = list(CRD_FILES)
 

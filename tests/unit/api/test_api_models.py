@@ -18,7 +18,7 @@ from apischema import (
     spec_schema,
 )
 from pydantic import BaseModel, ValidationError
-from tailor.api import DriftMonitorSpec, TrainingJobSpec, name_errors, parse_duration
+from tailor_contract import DriftMonitorSpec, TrainingJobSpec, name_errors, parse_duration
 
 MODELS: dict[str, type[BaseModel]] = {
     "TrainingJob": TrainingJobSpec,
@@ -278,23 +278,6 @@ def test_procs_per_worker(value: object, ok: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="procsPerWorker"):
             TrainingJobSpec.model_validate(spec)
-
-
-@pytest.mark.parametrize(
-    ("resources", "procs", "expected"),
-    [
-        (None, "auto", 1),
-        ({"limits": {"nvidia.com/gpu": 4}}, "auto", 4),
-        ({"requests": {"nvidia.com/gpu": "2", "cpu": "500m"}}, "auto", 2),
-        ({"limits": {"nvidia.com/gpu": 4}}, 2, 2),
-        ({"requests": {"cpu": 8}}, "auto", 1),
-    ],
-)
-def test_procs_per_worker_resolved(resources: Any, procs: Any, expected: int) -> None:
-    spec = {**CUSTOM, "procsPerWorker": procs}
-    if resources is not None:
-        spec["resources"] = resources
-    assert TrainingJobSpec.model_validate(spec).procs_per_worker_resolved() == expected
 
 
 def test_models_are_strict_and_closed() -> None:

@@ -1,8 +1,8 @@
 """TrainingJobs and DriftMonitors in every state, with the health Argo CD and kstatus must give.
 
-TrainingJob statuses come from the operator's own pure decision function (`lifecycle.assess`)
-fed with worker Jobs and pods in each state, so these samples are what the operator writes, not
-what we imagine it writes. DriftMonitor statuses follow docs/api.md's condition table.
+TrainingJob statuses come from the operator's own pure decision function
+(`tailor.assess.trainingjob.assess`) fed with worker Jobs and pods in each state, so these
+samples are what the operator writes, not what we imagine it writes. DriftMonitor statuses follow docs/api.md's condition table.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from tailor.api.trainingjob import TrainingJobSpec
-from tailor.conditions import upsert
-from tailor.lifecycle import assess
+from tailor.assess.conditions import upsert
+from tailor.assess.trainingjob import assess
+from tailor_contract.trainingjob import TrainingJobSpec
 
 NOW = "2026-01-01T00:01:00Z"
 API_VERSION = "tailor.dev/v1alpha1"
@@ -89,7 +89,9 @@ def trainingjobs() -> list[Sample]:
         Sample("new, not reconciled yet", new, "Progressing", "Current"),
         Sample("pending: worker group created", pending, "Progressing", "InProgress"),
         Sample("pending: workers starting", starting, "Progressing", "InProgress"),
-        Sample("queued by Kueue", queued, "Progressing", "InProgress"),
+        # Waiting for Kueue: Suspended, as Argo CD shows a batch/v1 Job Kueue has not admitted,
+        # and still Reconciling, so Flux waits for it to run.
+        Sample("queued by Kueue", queued, "Suspended", "InProgress"),
         Sample("running", running, "Progressing", "InProgress"),
         Sample("restarting after OOMKilled", restarting, "Progressing", "InProgress"),
         Sample("restart: new worker group", restarted, "Progressing", "InProgress"),

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from conftest import REPO
 from prometheus_client import REGISTRY
-from tailor import metrics as operator_metrics
-from tailor.api import contract
+from tailor.io import metrics as operator_metrics
 from tailor.settings import parse
+from tailor_contract import trainer_api
 
 CHART = REPO / "helm" / "tailor"
 NONDEFAULT = CHART / "ci" / "nondefault-values.yaml"
@@ -28,7 +28,7 @@ DRIFTMONITOR_METRICS = {
     "tailor_prediction_drift_score", "tailor_drift_detected", "tailor_label_coverage",
     "tailor_retrains_total", "tailor_drift_check_duration_seconds_bucket",
     "tailor_drift_check_duration_seconds_sum", "tailor_drift_check_duration_seconds_count"}
-TRAINER_METRICS = {getattr(contract, name) for name in dir(contract) if name.startswith("METRIC_")}
+TRAINER_METRICS = {getattr(trainer_api, name) for name in dir(trainer_api) if name.startswith("METRIC_")}
 
 
 def render(helm: Path, *args: str, check: bool = True) -> list[dict[str, Any]]:

@@ -3,15 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tailor.api import contract
-from tailor.api.trainingjob import TrainingJobSpec
 from tailor.builders.trainingjob import (
     JobRef,
     build_service,
     build_worker_job,
+    procs_per_worker,
     shm_size,
     trainer_command,
 )
+from tailor_contract import trainer_api
+from tailor_contract.trainingjob import TrainingJobSpec
 
 REF = JobRef("news", "ml", "0123456789abcdef")
 TEXT_SPEC: dict[str, Any] = {
@@ -52,10 +53,10 @@ def test_built_in_tasks_run_the_trainer_and_get_their_uris() -> None:
     job = worker_job(TEXT_SPEC, attempt=2)
     env = env_of(job)
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        *contract.LAUNCHER, "-m", "tailor_trainer"]
-    assert env[contract.ENV_MODEL_URI]["value"] == "s3://runs/news/"
-    assert env[contract.ENV_ARTIFACT_URI]["value"] == "s3://runs/news/runs/run-01234567/"
-    assert env[contract.ENV_RESTART_COUNT]["value"] == "2"
+        *trainer_api.LAUNCHER, "-m", "tailor_trainer"]
+    assert env[trainer_api.ENV_MODEL_URI]["value"] == "s3://runs/news/"
+    assert env[trainer_api.ENV_ARTIFACT_URI]["value"] == "s3://runs/news/runs/run-01234567/"
+    assert env[trainer_api.ENV_RESTART_COUNT]["value"] == "2"
     assert env["PET_RDZV_ID"]["value"] == "run-01234567-2"
     assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "news"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3"
@@ -65,7 +66,7 @@ def test_built_in_tasks_run_the_trainer_and_get_their_uris() -> None:
 def test_custom_commands_run_under_the_launcher_without_python() -> None:
     raw = {"task": "custom", "command": ["python", "train.py"], "args": ["--lr", "1e-3"],
            "output": {"uri": "s3://runs/"}, "hyperparameters": {"epochs": 2}}
-    assert trainer_command(spec_of(raw)) == [*contract.LAUNCHER, "--no-python", "python",
+    assert trainer_command(spec_of(raw)) == [*trainer_api.LAUNCHER, "--no-python", "python",
                                              "train.py", "--lr", "1e-3"]
     env = env_of(worker_job(raw))
     assert env["TAILOR_CHECKPOINT_URI"]["value"] == "s3://runs/news/runs/run-01234567/checkpoints/"
@@ -96,10 +97,43 @@ def test_processes_per_worker(resources: dict[str, Any] | None, procs: Any,
     (None, "1Gi"),
     ({"limits": {"memory": "8Gi"}}, str(4 * 2**30)),
     ({"requests": {"memory": "3G"}}, str(1_500_000_000)),
+    # Every legal quantity, as the API server parses it (the Kubernetes client's parser).
+    ({"limits": {"memory": "1.5Gi"}}, str(3 * 2**28)),
+    ({"limits": {"memory": "4Pi"}}, str(2 * 2**50)),
+    ({"limits": {"memory": "128974848"}}, "64487424"),
+    ({"limits": {"memory": 128974848}}, "64487424"),
+    ({"limits": {"memory": "1e3"}}, "500"),
+    ({"limits": {"memory": "1000m"}}, "1"),  # one byte: half rounds down, but never to 0
+    ({"limits": {"memory": "3000m"}}, "1"),
+    ({"limits": {"memory": "6Gi"}, "requests": {"memory": "1000m"}}, str(3 * 2**30)),
 ])
 def test_shm_is_sized_from_memory(resources: dict[str, Any] | None, size: str) -> None:
     raw = {**TEXT_SPEC, **({"resources": resources} if resources else {})}
     assert shm_size(spec_of(raw)) == size
+    job = worker_job(raw)
+    [dshm] = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm"]
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": size}
+
+
+@pytest.mark.parametrize(
+    ("resources", "procs", "expected"),
+    [
+        (None, "auto", 1),
+        ({"limits": {"nvidia.com/gpu": 4}}, "auto", 4),
+        ({"requests": {"nvidia.com/gpu": "2", "cpu": "500m"}}, "auto", 2),
+        ({"limits": {"nvidia.com/gpu": 4}}, 2, 2),
+        ({"requests": {"cpu": 8}}, "auto", 1),
+        ({"limits": {"nvidia.com/gpu": "2000m"}}, "auto", 2),  # a legal way to write 2
+        ({"limits": {"nvidia.com/gpu": "1e1"}}, "auto", 10),
+    ],
+)
+def test_procs_per_worker(resources: Any, procs: Any, expected: int) -> None:
+    """Moved from tests/unit/api (the spec models no longer parse quantities)."""
+    raw: dict[str, Any] = {"task": "custom", "command": ["python", "-c", "print(1)"],
+                           "procsPerWorker": procs}
+    if resources is not None:
+        raw["resources"] = resources
+    assert procs_per_worker(spec_of(raw)) == expected
 
 
 def test_deadline_and_queue() -> None:

@@ -10,11 +10,11 @@ from typing import Any
 import kopf
 import pytest
 from prometheus_client import REGISTRY
-from tailor import lifecycle
-from tailor.conditions import find
-from tailor.k8s import Conflict, Kube, Obj
+from tailor.assess import trainingjob as lifecycle
+from tailor.assess.conditions import find
+from tailor.controllers.trainingjob import TrainingJobController
+from tailor.io.k8s import Conflict, Kube, Obj
 from tailor.settings import OperatorSettings
-from tailor.trainingjobs import TrainingJobController
 
 SPEC = {"task": "custom", "command": ["true"], "workers": 1}
 
@@ -118,7 +118,10 @@ def test_a_queued_job_is_reported_queued_by_the_reconcile_that_creates_it(
     controller.reconcile(kube.add_trainingjob("q", {**SPEC, "scheduling": {"queueName": "team"}}), None)
     job = kube.get_job("ns", "q-worker")
     assert job is not None and job["spec"]["suspend"] is True
-    assert reason(kube.get_trainingjob("ns", "q"), "Reconciling") == "Queued"
+    body = kube.get_trainingjob("ns", "q")
+    assert reason(body, "Reconciling") == "Queued" and reason(body, "Suspended") == "Queued"
+    assert body is not None and body["status"]["phase"] == "Suspended"
+    assert (find(body["status"]["conditions"], "Suspended") or {}).get("status") == "True"
 
 
 def test_our_own_status_patch_is_recognised_and_nothing_else(
@@ -230,3 +233,59 @@ def test_the_operator_registers_no_handlers_that_need_kopfs_diff_base() -> None:
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
     assert len(registry._watching.get_all_handlers()) == 2
+
+
+def test_a_spec_the_operator_cannot_parse_stalls_with_invalid_spec(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    body = kube.add_trainingjob("bad", {"task": "custom"})  # no command
+    controller.reconcile(body, None)
+    assert reason(kube.get_trainingjob("ns", "bad"), "Stalled") == "InvalidSpec"
+    assert "event InvalidSpec" in kube.calls and "create Job" not in kube.calls
+
+
+class HousekeepingKube(FakeKube):
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: list[str] = []
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        return [{"status": {"phase": "Running", "podIP": "10.0.0.7"}}]
+
+    def delete_trainingjob(self, namespace: str, name: str, uid: str) -> None:
+        self.deleted.append(name)
+
+
+def test_housekeeping_decides_from_conditions_not_phases(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Progress is read while Running is True; the TTL counts once Succeeded or Failed is
+    True. The phase is for people: a phase without its condition changes nothing."""
+    from tailor.io import progress
+
+    scraped: list[str] = []
+
+    def scrape(ip: str) -> dict[str, Any]:
+        scraped.append(ip)
+        return {"step": 3}
+
+    monkeypatch.setattr(progress, "scrape", scrape)
+    kube = HousekeepingKube()
+    controller = TrainingJobController(kube, OperatorSettings())
+    since = "2026-01-01T00:00:00Z"
+
+    def job(name: str, phase: str, condition: str | None, ttl: int | None = None) -> Obj:
+        body = kube.add_trainingjob(name, {**SPEC, "runPolicy": {"ttlSecondsAfterFinished": ttl}}
+                                    if ttl is not None else None)
+        body["status"] = {"phase": phase, "completionTime": since, "conditions": [
+            {"type": condition, "status": "True", "reason": "x", "message": "",
+             "lastTransitionTime": since}] if condition else []}
+        kube.objects[("TrainingJob", "ns", name)] = copy.deepcopy(body)
+        return body
+
+    bodies = [job("running", "Running", "Running"), job("phase-only", "Running", None),
+              job("done", "Succeeded", "Succeeded", ttl=0),
+              job("failed", "Failed", "Failed", ttl=0),
+              job("said-done", "Succeeded", None, ttl=0)]
+    controller.housekeeping(lambda: bodies)
+    assert scraped == ["10.0.0.7"]
+    assert (kube.get_trainingjob("ns", "running") or {})["status"]["progress"] == {"step": 3}
+    assert kube.deleted == ["done", "failed"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from tailor.api.contract import EXIT_PERMANENT, EXIT_RETRYABLE
+from tailor_contract.trainer_api import EXIT_PERMANENT, EXIT_RETRYABLE
 from tailor_trainer.launch import exit_code_of
 
 WORKER = "import os, sys; sys.exit(int(os.environ['CODES'].split(',')[int(os.environ['RANK'])]))"

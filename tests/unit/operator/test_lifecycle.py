@@ -1,12 +1,18 @@
+"""The TrainingJob lifecycle (`tailor.assess.trainingjob.assess`) as a pure function."""
+
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from tailor.api import contract
-from tailor.api.trainingjob import TrainingJobSpec
-from tailor.conditions import find
-from tailor.lifecycle import assess, diagnose
+import pytest
+from tailor.assess.conditions import find
+from tailor.assess.trainingjob import assess, diagnose
+from tailor.builders.trainingjob import JobRef
+from tailor_contract import constants as c
+from tailor_contract import trainer_api
+from tailor_contract.trainer_api import TerminationSummary
+from tailor_contract.trainingjob import TrainingJobSpec
 
 NOW = "2026-01-01T00:01:00Z"
 SPEC = TrainingJobSpec.model_validate({"task": "custom", "command": ["true"], "workers": 2,
@@ -32,6 +38,12 @@ def failed_pod(index: int, code: int, reason: str = "Error", message: str = "",
                 "finishedAt": finished}}}]}}
 
 
+def message_of(status: dict[str, Any], kind: str) -> str:
+    found = find(status["conditions"], kind)
+    assert found is not None
+    return str(found["message"])
+
+
 def cond(status: dict[str, Any], kind: str) -> tuple[str, str]:
     c = find(status["conditions"], kind)
     assert c is not None
@@ -46,6 +58,17 @@ def test_a_new_job_creates_its_workers_and_reports_pending() -> None:
     assert cond(s, "Reconciling") == ("True", "Created")
     assert cond(s, "Ready")[0] == "False"
     assert [e.reason for e in decision.events] == ["Created"]
+    # What only the trainer can tell is Unknown from the first reconcile on.
+    assert cond(s, "DataQualityPassed") == ("Unknown", "Pending")
+    assert cond(s, "Promoted") == ("Unknown", "Pending")
+    assert all(c["lastTransitionTime"] == NOW for c in s["conditions"])
+
+
+def test_one_run_id_formula_for_status_and_children() -> None:
+    """The status's runId, the children's TAILOR_RUN_ID and the trainer's are one formula."""
+    uid = "abcdef0123"
+    assert assess(body(), SPEC, None, None, NOW).status["runId"] == trainer_api.run_id(uid)
+    assert JobRef("j", "ns", uid).run_id == trainer_api.run_id(uid) == "run-abcdef01"
 
 
 def test_an_unchanged_world_yields_the_same_status_and_no_events() -> None:
@@ -65,7 +88,7 @@ def test_all_workers_ready_is_running() -> None:
 
 
 def test_success_reads_the_summary_of_worker_zero() -> None:
-    summary = contract.TerminationSummary("Succeeded", "Promoted", promoted=True,
+    summary = trainer_api.TerminationSummary("Succeeded", "Promoted", promoted=True,
                                           artifact_uri="s3://runs/j/run-1/", mlflow_run_id="r1",
                                           metrics={"test": 0.91, "baseline": 0.8,
                                                    "pValue": 0.001})
@@ -111,10 +134,10 @@ def test_the_backoff_limit_ends_in_failure_with_the_last_reason() -> None:
 
 def test_the_permanent_exit_code_fails_at_once() -> None:
     failed = job(conditions=[{"type": "Failed", "status": "True"}])
-    message = contract.TerminationSummary("Failed", "DataQualityFailed",
+    message = trainer_api.TerminationSummary("Failed", "DataQualityFailed",
                                           "label column 'label' missing",
                                           permanent=True).to_message()
-    decision = assess(body(), SPEC, failed, [failed_pod(0, contract.EXIT_PERMANENT,
+    decision = assess(body(), SPEC, failed, [failed_pod(0, trainer_api.EXIT_PERMANENT,
                                                         message=message)], NOW)
     assert decision.action == "none"
     assert cond(decision.status, "Failed") == ("True", "DataQualityFailed")
@@ -179,3 +202,190 @@ def test_a_retrain_carries_its_trigger_and_production_data_into_status() -> None
     lineage["productionData"] = "not an object"
     retrain["metadata"]["annotations"] = {"tailor.dev/trigger": json.dumps(lineage)}
     assert "productionData" not in assess(retrain, SPEC, None, None, NOW).status["triggeredBy"]
+
+
+# --------------------------------------------------------------------------- outcome conditions
+
+def done(*summaries: TerminationSummary | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A completed worker Job, and its pods with these termination summaries (worker 0 first)."""
+    pods = [failed_pod(i, 0, "Completed", s.to_message() if s else "")
+            for i, s in enumerate(summaries)]
+    return job(succeeded=len(pods), conditions=[{"type": "Complete", "status": "True"}]), pods
+
+
+@pytest.mark.parametrize(("quality", "status", "reason"), [
+    (trainer_api.QUALITY_PASSED, "True", "DataQualityPassed"),
+    (trainer_api.QUALITY_WARNINGS, "True", "DataQualityWarnings"),
+])
+def test_the_data_quality_gate_the_trainer_reports_is_a_condition(
+        quality: str, status: str, reason: str) -> None:
+    summary = TerminationSummary("Succeeded", "Promoted", promoted=True, data_quality=quality,
+                                 data_quality_message="duplicates: 7% of rows (max 5%)")
+    s = assess(body(), SPEC, *done(summary, None), NOW).status
+    assert cond(s, "DataQualityPassed") == (status, reason)
+    assert message_of(s, "DataQualityPassed") == "duplicates: 7% of rows (max 5%)"
+
+
+def test_a_failed_gate_fails_the_run_and_says_why_in_the_condition() -> None:
+    failed = job(conditions=[{"type": "Failed", "status": "True"}])
+    message = TerminationSummary("Failed", c.REASON_DATA_QUALITY_FAILED, "2 checks failed",
+                                 permanent=True, data_quality=trainer_api.QUALITY_FAILED,
+                                 data_quality_message="conflicting labels: 3%").to_message()
+    s = assess(body(), SPEC, failed, [failed_pod(0, trainer_api.EXIT_PERMANENT,
+                                                 message=message)], NOW).status
+    assert cond(s, "Failed") == ("True", "DataQualityFailed")
+    assert cond(s, "DataQualityPassed") == ("False", "DataQualityFailed")
+    assert message_of(s, "DataQualityPassed") == "conflicting labels: 3%"
+    assert cond(s, "Promoted") == ("False", "NotApplicable")
+    # A trainer that names only the reason still fails the gate's condition.
+    older = TerminationSummary("Failed", c.REASON_DATA_QUALITY_FAILED, "too few examples",
+                               permanent=True).to_message()
+    s = assess(body(), SPEC, failed, [failed_pod(0, 42, message=older)], NOW).status
+    assert cond(s, "DataQualityPassed") == ("False", "DataQualityFailed")
+
+
+def test_a_gate_reported_before_a_restart_is_kept() -> None:
+    failed = job(conditions=[{"type": "Failed", "status": "True"}])
+    message = TerminationSummary("Failed", "Crashed", "CUDA error",
+                                 data_quality=trainer_api.QUALITY_PASSED).to_message()
+    decision = assess(body(), SPEC, failed, [failed_pod(0, 1, message=message)], NOW)
+    assert decision.action == "delete"
+    assert cond(decision.status, "DataQualityPassed") == ("True", "DataQualityPassed")
+    assert cond(decision.status, "Promoted") == ("Unknown", "Pending")
+
+
+@pytest.mark.parametrize(("promoted", "reason", "status", "verdict"), [
+    (True, "Promoted", "True", "Promoted"),
+    (False, "NotBetter", "False", "Rejected"),
+    (False, "NotSignificant", "False", "Rejected"),
+    (False, "AwaitingApproval", "False", "AwaitingApproval"),
+])
+def test_the_promotion_verdict_is_a_condition(promoted: bool, reason: str, status: str,
+                                              verdict: str) -> None:
+    summary = TerminationSummary("Succeeded", reason, "macro-f1 0.91 vs generic 0.80",
+                                 promoted=promoted, data_quality=trainer_api.QUALITY_PASSED)
+    s = assess(body(), SPEC, *done(summary), NOW).status
+    assert cond(s, "Promoted") == (status, reason)
+    assert message_of(s, "Promoted") == "macro-f1 0.91 vs generic 0.80"
+    assert s["promotion"]["verdict"] == verdict
+    assert cond(s, "DataQualityPassed") == ("True", "DataQualityPassed")
+
+
+def test_a_run_without_a_verdict_or_a_gate_says_not_applicable() -> None:
+    """A custom command writes no summary (or one without a verdict)."""
+    for summary in (None, TerminationSummary("Succeeded", "Completed", "done")):
+        s = assess(body(), SPEC, *done(summary), NOW).status
+        assert cond(s, "Succeeded") == ("True", "Completed")
+        assert cond(s, "Promoted") == ("False", "NotApplicable")
+        assert cond(s, "DataQualityPassed") == ("Unknown", "NotApplicable")
+        assert s["promotion"] == {"verdict": "NotApplicable", "reason": "NotApplicable",
+                                  "time": NOW}
+
+
+def test_a_failed_run_has_no_verdict() -> None:
+    failed = job(attempt=1, conditions=[{"type": "Failed", "status": "True"}])
+    s = assess(body({"workers": {"restarts": 1}}), SPEC, failed, [failed_pod(0, 1)], NOW).status
+    assert cond(s, "Failed")[1] == "BackoffLimitExceeded"
+    assert cond(s, "Promoted") == ("False", "NotApplicable")
+    assert cond(s, "DataQualityPassed") == ("Unknown", "NotApplicable")
+    assert "promotion" not in s
+
+
+# --------------------------------------------------------------------------- lost nodes
+
+def gc_pod(index: int) -> dict[str, Any]:
+    """A worker pod of a deleted Node, as the pod garbage collector leaves it (Kubernetes
+    pkg/controller/podgc: phase Failed, DisruptionTarget DeletionByPodGC, then a force delete)."""
+    return {"metadata": {"labels": {"batch.kubernetes.io/job-completion-index": str(index)}},
+            "spec": {"nodeName": "gpu-node-7"},
+            "status": {"phase": "Failed", "conditions": [
+                {"type": "Ready", "status": "False"},
+                {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
+                 "message": "PodGC: node no longer exists"}]}}
+
+
+def test_a_worker_whose_node_was_deleted_is_node_lost() -> None:
+    failure = diagnose([failed_pod(0, 143), gc_pod(1)])
+    assert (failure.reason, failure.worker) == ("NodeLost", 1)
+    assert "gpu-node-7" in failure.message and "node no longer exists" in failure.message
+    failed = job(failed=1, conditions=[{"type": "Failed", "status": "True"}])
+    decision = assess(body(), SPEC, failed, [failed_pod(0, 143), gc_pod(1)], NOW)
+    assert decision.action == "delete"  # retryable: the whole group restarts
+    assert decision.status["failure"]["reason"] == "NodeLost"
+    [event] = decision.events
+    assert event.reason == "Restarting" and "NodeLost" in event.message
+
+
+def test_the_node_lost_reason_of_older_node_controllers_is_node_lost() -> None:
+    pod = {"metadata": {"labels": {}}, "status": {
+        "reason": "NodeLost", "message": "Node gpu-node-7 which was running pod x is unresponsive"}}
+    failure = diagnose([pod])
+    assert failure.reason == "NodeLost" and "unresponsive" in failure.message
+
+
+def test_other_disruptions_are_evictions() -> None:
+    preempted = {"metadata": {"labels": {}}, "status": {"phase": "Failed", "conditions": [
+        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}}
+    assert diagnose([preempted]).reason == "Evicted"
+
+
+def test_a_group_whose_pods_are_all_gone_is_a_worker_failure_that_says_so() -> None:
+    failure = diagnose([])
+    assert failure.reason == "WorkerFailed" and "deleted" in failure.message
+
+
+# --------------------------------------------------------------------------- Kueue, restarts
+
+QUEUED = TrainingJobSpec.model_validate({**SPEC.model_dump(by_alias=True),
+                                         "scheduling": {"queueName": "gpus"}})
+
+
+def test_a_job_waiting_for_kueue_is_suspended_and_queued() -> None:
+    """As a batch/v1 Job Kueue has not admitted: Suspended (Argo CD shows it Suspended), yet
+    still Reconciling (kstatus: in progress), since it starts without anyone's help."""
+    pending = assess(body(), QUEUED, None, None, NOW).status
+    decision = assess(body(pending), QUEUED, {**job(), "spec": {"suspend": True}}, None, NOW)
+    s = decision.status
+    assert decision.action == "none" and s["phase"] == "Suspended"
+    assert cond(s, "Suspended") == ("True", "Queued")
+    assert cond(s, "Reconciling") == ("True", "Queued")
+    assert cond(s, "Running") == ("False", "Queued")
+    assert [(e.type, e.reason) for e in decision.events] == [("Normal", "Queued")]
+    admitted = assess(body(s), QUEUED, job(active=2), None, NOW).status
+    assert cond(admitted, "Suspended") == ("False", "WorkersStarting")
+    assert admitted["phase"] == "Pending"
+    # Suspending a queued job by its spec is a user's suspend; resuming it says Resumed.
+    user = TrainingJobSpec.model_validate({**QUEUED.model_dump(by_alias=True),
+                                           "runPolicy": {"suspend": True}})
+    suspended = assess(body(s), user, {**job(), "spec": {"suspend": True}}, None, NOW)
+    assert suspended.action == "delete"
+    assert cond(suspended.status, "Suspended") == ("True", "Suspended")
+    assert cond(suspended.status, "Reconciling")[0] == "False"
+    resumed = assess(body(suspended.status), QUEUED, None, None, NOW)
+    assert cond(resumed.status, "Reconciling") == ("True", "Resumed")
+
+
+def test_the_restart_phase_lasts_until_the_new_group_runs() -> None:
+    running = assess(body(), SPEC, job(active=2, ready=2), None, NOW).status
+    failed = job(failed=1, conditions=[{"type": "Failed", "status": "True"}])
+    restart = assess(body(running), SPEC, failed, [failed_pod(1, 137, "OOMKilled")], NOW).status
+    later = "2026-01-01T00:02:00Z"
+    recreated = assess(body(restart), SPEC, None, None, later)
+    assert recreated.action == "create" and recreated.status["phase"] == "Restarting"
+    assert cond(recreated.status, "Reconciling") == ("True", "Restarting")
+    starting = assess(body(recreated.status), SPEC, job(1, active=2, ready=1), None, later)
+    assert starting.status["phase"] == "Restarting" and starting.events == []
+    assert cond(starting.status, "Reconciling") == ("True", "WorkersStarting")
+    back = assess(body(starting.status), SPEC, job(1, active=2, ready=2), None, later).status
+    assert back["phase"] == "Running"
+    # A worker that is not ready later is not a restart any more.
+    unready = assess(body(back), SPEC, job(1, active=2, ready=1), None, "2026-01-01T00:03:00Z")
+    assert unready.status["phase"] == "Pending"
+    # Suspended and resumed in the middle of a restart: the resumed group is not restarting.
+    user = TrainingJobSpec.model_validate({**SPEC.model_dump(by_alias=True),
+                                           "runPolicy": {"suspend": True}})
+    paused = assess(body(restart), user, None, None, later).status
+    resumed = assess(body(paused), SPEC, None, None, "2026-01-01T00:04:00Z").status
+    assert resumed["phase"] == "Pending" and cond(resumed, "Reconciling")[1] == "Resumed"
+    starting = assess(body(resumed), SPEC, job(1, active=2), None, "2026-01-01T00:04:00Z")
+    assert starting.status["phase"] == "Pending"

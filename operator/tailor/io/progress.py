@@ -7,13 +7,11 @@ endpoint feeds Prometheus. The operator reads it at most once per interval per r
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-
-from tailor.api import contract
+from tailor_contract import clock, trainer_api
 
 TIMEOUT_SECONDS = 2.0
 
@@ -24,29 +22,28 @@ def parse(text: str, now: str | None = None) -> dict[str, Any] | None:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             values[sample.name] = sample.value
-    if contract.METRIC_STEP not in values:
+    if trainer_api.METRIC_STEP not in values:
         return None
-    step = int(values[contract.METRIC_STEP])
+    step = int(values[trainer_api.METRIC_STEP])
     progress: dict[str, Any] = {"step": step}
-    total = int(values.get(contract.METRIC_TOTAL_STEPS, 0))
+    total = int(values.get(trainer_api.METRIC_TOTAL_STEPS, 0))
     if total > 0:
         progress["totalSteps"] = total
         progress["percent"] = round(min(100.0, 100.0 * step / total), 1)
         progress["summary"] = f"{progress['percent']:g}%"
     else:
         progress["summary"] = f"step {step}"
-    if contract.METRIC_EPOCH in values:
-        progress["epoch"] = round(values[contract.METRIC_EPOCH], 3)
-    if values.get(contract.METRIC_ETA_SECONDS, -1) >= 0:
-        progress["etaSeconds"] = int(values[contract.METRIC_ETA_SECONDS])
-    if contract.METRIC_SAMPLES_PER_SECOND in values:
-        progress["samplesPerSecond"] = round(values[contract.METRIC_SAMPLES_PER_SECOND], 2)
-    progress["updateTime"] = now or datetime.datetime.now(datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
+    if trainer_api.METRIC_EPOCH in values:
+        progress["epoch"] = round(values[trainer_api.METRIC_EPOCH], 3)
+    if values.get(trainer_api.METRIC_ETA_SECONDS, -1) >= 0:
+        progress["etaSeconds"] = int(values[trainer_api.METRIC_ETA_SECONDS])
+    if trainer_api.METRIC_SAMPLES_PER_SECOND in values:
+        progress["samplesPerSecond"] = round(values[trainer_api.METRIC_SAMPLES_PER_SECOND], 2)
+    progress["updateTime"] = now or clock.stamp()
     return progress
 
 
-def scrape(pod_ip: str, port: int = contract.METRICS_PORT) -> dict[str, Any] | None:
+def scrape(pod_ip: str, port: int = trainer_api.METRICS_PORT) -> dict[str, Any] | None:
     try:
         response = requests.get(f"http://{pod_ip}:{port}/metrics", timeout=TIMEOUT_SECONDS)
     except requests.RequestException:

@@ -1,4 +1,4 @@
-"""The TrainingJob controller: applies `lifecycle.assess` to the cluster.
+"""The TrainingJob controller: applies `tailor.assess.trainingjob.assess` to the cluster.
 
 Reconciles of one TrainingJob are serialized. Each writes the new status first, guarded by the
 object's resourceVersion, and only then acts (creates or deletes the worker Job): if the
@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import ValidationError
+from tailor_contract import clock, names
+from tailor_contract import constants as c
+from tailor_contract.trainingjob import TrainingJobSpec
 
-from tailor import lifecycle, metrics, progress
-from tailor.api import constants as c
-from tailor.api import names
-from tailor.api.trainingjob import TrainingJobSpec
+from tailor.assess import trainingjob as lifecycle
+from tailor.assess.conditions import is_true, upsert
 from tailor.builders.trainingjob import (
     INDEX_LABEL,
     JobRef,
@@ -29,12 +30,12 @@ from tailor.builders.trainingjob import (
     build_worker_job,
     with_operator_defaults,
 )
-from tailor.conditions import now as utcnow
-from tailor.conditions import upsert
-from tailor.k8s import EVENT_THREADS, POOL_SIZE, Conflict, Kube, Obj, slim
+from tailor.controllers.keyed_locks import KeyedLocks
+from tailor.io import metrics, progress
+from tailor.io.k8s import EVENT_THREADS, POOL_SIZE, Conflict, Kube, Obj, slim
 from tailor.settings import OperatorSettings
 
-log = logging.getLogger("tailor.trainingjobs")
+log = logging.getLogger("tailor.controllers.trainingjob")
 MAX_CONFLICT_RETRIES = 5
 
 
@@ -53,8 +54,8 @@ class TrainingJobController:
     def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
         self.kube = kube
         self.settings = settings
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._locks = KeyedLocks()
+        self._gauge_guard = threading.Lock()  # the phase gauge's counts, shared by all jobs
         # The newest copy of each TrainingJob this process has seen or written: Kopf's watch
         # may deliver our own status patch after an event of a child.
         self._latest: dict[tuple[str, str], Obj] = {}
@@ -71,16 +72,13 @@ class TrainingJobController:
         # A new job's Service is created alongside its worker Job, not before it.
         self._services = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="services")
 
-    def _lock(self, key: tuple[str, str]) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
-
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         self._latest.pop(key, None)
         self._written.pop(key, None)
         self._seen_jobs.pop(key, None)
         self._set_phase(key, None)
+        self._locks.discard(key)
 
     # ------------------------------------------------------------------ event filters
     def is_own_write(self, body: Obj) -> bool:
@@ -106,7 +104,7 @@ class TrainingJobController:
         just have acted on what this event shows."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         started = time.monotonic()
-        with self._lock(key):
+        with self._locks[key]:
             if unless is not None and unless():
                 return
             try:
@@ -155,7 +153,7 @@ class TrainingJobController:
         if job is not None and lifecycle.job_finished(job):
             pods = self.kube.list_pods(
                 key[0], f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
-        now = utcnow()
+        now = clock.stamp()
         decision = lifecycle.assess(body, spec, job, pods, now)
         status = decision.status
         if decision.action == "create":
@@ -205,19 +203,19 @@ class TrainingJobController:
 
     # ------------------------------------------------------------------ metrics
     def _record_transition(self, key: tuple[str, str], old: Obj, new: Obj) -> None:
-        phase = new.get("phase", "Pending")
-        self._set_phase(key, phase)
-        if old.get("phase") != phase and phase in ("Succeeded", "Failed") and \
-                new.get("startTime") and new.get("completionTime"):
-            duration = lifecycle._seconds_between(new["startTime"], new["completionTime"])
-            metrics.JOB_DURATION.labels(phase).observe(duration)
+        self._set_phase(key, new.get("phase", "Pending"))
+        outcome = _outcome(new)
+        if outcome is not None and _outcome(old) is None and new.get("startTime") and \
+                new.get("completionTime"):
+            duration = lifecycle.seconds_between(new["startTime"], new["completionTime"])
+            metrics.JOB_DURATION.labels(outcome).observe(duration)
         if new.get("workers", {}).get("restarts", 0) > old.get("workers", {}).get("restarts", 0):
             metrics.RESTARTS.labels(key[0], new.get("failure", {}).get("reason", "")).inc()
 
     def _set_phase(self, key: tuple[str, str], phase: str | None) -> None:
         """Keep `tailor_trainingjobs{namespace,phase}` by counting transitions (a recount of
         every job on each reconcile was quadratic in the number of jobs)."""
-        with self._locks_guard:
+        with self._gauge_guard:
             old = self._phases.pop(key, None)
             if phase is not None:
                 self._phases[key] = phase
@@ -240,12 +238,12 @@ class TrainingJobController:
         for body in trainingjobs():
             status = body.get("status") or {}
             key = (body["metadata"]["namespace"], body["metadata"]["name"])
-            if status.get("phase") == "Running":
+            if is_true(status.get("conditions"), c.CONDITION_RUNNING):
                 self._update_progress(key, body)
             ttl = (body.get("spec") or {}).get("runPolicy", {}).get("ttlSecondsAfterFinished")
             completed = status.get("completionTime")
-            if ttl is not None and completed and status.get("phase") in ("Succeeded", "Failed") \
-                    and lifecycle._seconds_between(completed, utcnow()) >= ttl:
+            if ttl is not None and completed and _outcome(status) is not None \
+                    and lifecycle.seconds_between(completed, clock.stamp()) >= ttl:
                 log.info("deleting %s/%s: ttlSecondsAfterFinished (%ss) passed", *key, ttl)
                 self.kube.delete_trainingjob(*key, body["metadata"]["uid"])
 
@@ -262,13 +260,24 @@ class TrainingJobController:
         if update is None or {k: v for k, v in update.items() if k != "updateTime"} == \
                 {k: v for k, v in old.items() if k != "updateTime"}:
             return
-        with self._lock(key):
-            if self._phases.get(key, "Running") != "Running":
-                return  # finished meanwhile: the final status already has its progress
+        with self._locks[key]:
+            latest = self._latest.get(key)
+            if latest is not None and not is_true((latest.get("status") or {}).get(
+                    "conditions"), c.CONDITION_RUNNING):
+                return  # finished or stopped meanwhile: the final status has its progress
             patched = self.kube.patch_trainingjob_status(body, {"progress": update},
                                                          precondition=False)
             if patched is not None:
                 self._latest[key] = _newer(self._latest.get(key), slim(patched)) or slim(patched)
+
+
+def _outcome(status: Obj) -> str | None:
+    """`Succeeded` or `Failed` once the job has finished (its terminal condition), else None."""
+    conditions = status.get("conditions")
+    for kind in (c.CONDITION_SUCCEEDED, c.CONDITION_FAILED):
+        if is_true(conditions, kind):
+            return kind
+    return None
 
 
 def run_forever(stop: threading.Event, interval: float, step: Callable[[], None]) -> None:

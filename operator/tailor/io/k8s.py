@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import json
 import secrets
 from collections.abc import Mapping
@@ -17,9 +16,10 @@ from urllib.parse import urlencode, urlsplit
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from tailor_contract import clock
+from tailor_contract.constants import DRIFTMONITOR_PLURAL, GROUP, TRAININGJOB_PLURAL, VERSION
 
-from tailor import metrics
-from tailor.api.constants import DRIFTMONITOR_PLURAL, GROUP, TRAININGJOB_PLURAL, VERSION
+from tailor.io import metrics
 
 Obj = dict[str, Any]
 POOL_SIZE = 32  # Kopf's handler threads
@@ -230,7 +230,7 @@ class Kube:
     # --------------------------------------------------------------- events
     def event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
         meta = involved["metadata"]
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = clock.stamp()
         event = {
             "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}",
                          "namespace": meta["namespace"]},

@@ -1,0 +1,375 @@
+"""A TrainingJob's lifecycle as a pure function: what is observed -> what to do and what to say.
+
+`assess` reads the TrainingJob, its parsed spec, its worker Job and (only once that Job has
+finished) its pods, and returns the one action to take, the complete new status and the Events
+of any transition. The controller applies it; an unchanged world yields an identical status,
+so nothing is patched.
+
+Conditions (documented in docs/api.md and docs/operator.md):
+- Succeeded / Failed: terminal, as on a batch/v1 Job (Argo CD's Job-like health reads them);
+- Running: every worker pod is ready; Suspended: spec.runPolicy.suspend is honoured (reason
+  Suspended) or Kueue has not admitted the worker Job yet (reason Queued), as a batch/v1 Job
+  waiting for Kueue is Suspended;
+- Ready: True only once Succeeded; Reconciling: True while the job is in progress (also while
+  queued, since it proceeds without anyone's help); Stalled: True once Failed (kstatus, and so
+  Flux, read these three);
+- DataQualityPassed and Promoted: Unknown until the trainer reports the data-quality gate and
+  the promotion verdict in its termination summary.
+Every decision reads conditions; `phase` is written for humans and read by nothing here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tailor_contract import clock, trainer_api
+from tailor_contract import constants as c
+from tailor_contract.trainer_api import TerminationSummary
+from tailor_contract.trainingjob import TrainingJobSpec
+
+from tailor.assess import workers
+from tailor.assess.conditions import Event, find, is_true, reason_of, upsert
+from tailor.assess.workers import Failure, diagnose, worker_index
+from tailor.builders.trainingjob import ANNOTATION_ATTEMPT
+
+__all__ = ["JOB_UID_LABEL", "Action", "Decision", "Event", "Failure", "assess", "diagnose",
+           "job_essence", "job_finished", "seconds_between", "worker_index"]
+
+Action = Literal["none", "create", "delete"]
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+
+
+@dataclass
+class Decision:
+    action: Action
+    status: dict[str, Any]
+    attempt: int = 0
+    events: list[Event] = field(default_factory=list)
+    deadline_seconds: int | None = None  # for a created Job: what is left of the deadline
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds from one RFC 3339 time to another."""
+    return (clock.parse(end) - clock.parse(start)).total_seconds()
+
+
+def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    condition = find((job.get("status") or {}).get("conditions"), kind)
+    return condition if condition is not None and condition.get("status") == "True" else None
+
+
+def job_finished(job: dict[str, Any]) -> bool:
+    """The worker Job has completed or failed for good."""
+    return bool(_job_condition(job, "Complete") or _job_condition(job, "Failed"))
+
+
+def job_essence(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """Everything `assess` and the controller read of a worker Job: two copies with the same
+    essence lead to the same decision, so an event that leaves it unchanged needs no
+    reconcile (the Job controller's many status updates mostly touch other fields)."""
+    if job is None:
+        return None
+    meta, status = job.get("metadata", {}), job.get("status") or {}
+    finished = tuple((kind, cond.get("reason")) for kind in ("Complete", "Failed")
+                     if (cond := _job_condition(job, kind)) is not None)
+    return (meta.get("uid"), meta.get("name"), bool(meta.get("deletionTimestamp")),
+            (meta.get("annotations") or {}).get(ANNOTATION_ATTEMPT),
+            bool((job.get("spec") or {}).get("suspend")),
+            *(int(status.get(k, 0) or 0) for k in ("active", "ready", "succeeded", "failed")),
+            finished)
+
+
+def _apply_summary(status: dict[str, Any], summary: TerminationSummary | None, metric: str,
+                   now: str) -> None:
+    """Copy what the trainer reported on success into status (metrics, verdict, artifacts)."""
+    if summary is None:
+        summary = TerminationSummary("Succeeded")  # a custom command need not write one
+    numbers = summary.metrics
+    fields = {"validation": trainer_api.SUMMARY_VALIDATION, "test": trainer_api.SUMMARY_TEST,
+              "baseline": trainer_api.SUMMARY_BASELINE,
+              "production": trainer_api.SUMMARY_PRODUCTION}
+    metrics: dict[str, Any] = {field: numbers[key] for field, key in fields.items()
+                               if key in numbers}
+    if metrics:
+        status["metrics"] = {"metric": metric, **metrics}
+        if trainer_api.SUMMARY_TEST_EXAMPLES in numbers:
+            status["metrics"]["testExamples"] = int(numbers[trainer_api.SUMMARY_TEST_EXAMPLES])
+    if summary.promoted is None:
+        status["promotion"] = {"verdict": c.REASON_NOT_APPLICABLE,
+                               "reason": c.REASON_NOT_APPLICABLE, "time": now}
+    else:
+        verdict = "Promoted" if summary.promoted else (
+            "AwaitingApproval" if summary.reason == c.REASON_AWAITING_APPROVAL else "Rejected")
+        status["promotion"] = {"verdict": verdict, "reason": summary.reason, "time": now}
+        if trainer_api.SUMMARY_IMPROVEMENT in numbers:
+            status["promotion"]["improvement"] = numbers[trainer_api.SUMMARY_IMPROVEMENT]
+        if trainer_api.SUMMARY_P_VALUE in numbers:
+            status["promotion"]["pValue"] = numbers[trainer_api.SUMMARY_P_VALUE]
+    if summary.artifact_uri:
+        status.setdefault("artifacts", {})["runUri"] = summary.artifact_uri
+    if summary.mlflow_run_id:
+        status["mlflowRunId"] = summary.mlflow_run_id
+
+
+class _Status:
+    """Builds the new status from the old one."""
+
+    def __init__(self, body: dict[str, Any], spec: TrainingJobSpec, now: str) -> None:
+        self.old = body.get("status") or {}
+        self.new = copy.deepcopy(self.old)
+        self.generation = body.get("metadata", {}).get("generation")
+        self.now = now
+        self.new["observedGeneration"] = self.generation
+        workers_ = self.new.setdefault("workers", {})
+        workers_.setdefault("restarts", 0)
+        workers_["desired"] = spec.workers
+        self.attempt = int(workers_["restarts"])
+
+    def finished(self) -> bool:
+        conditions = self.new.get("conditions")
+        return is_true(conditions, c.CONDITION_SUCCEEDED) or is_true(conditions,
+                                                                     c.CONDITION_FAILED)
+
+    def condition(self, kind: str, value: bool | None, reason: str, message: str) -> None:
+        self.new["conditions"] = upsert(self.new.get("conditions"), kind, value, reason,
+                                        message, self.generation, self.now)
+
+    def awaiting_report(self) -> None:
+        """What only the trainer can tell is Unknown until it does (set once, at the start)."""
+        for kind in (c.CONDITION_DATA_QUALITY_PASSED, c.CONDITION_PROMOTED):
+            if find(self.new.get("conditions"), kind) is None:
+                self.condition(kind, None, c.REASON_PENDING,
+                               "the trainer reports it when the run ends")
+
+    def phase(self, phase: str, reason: str, message: str, *, running: bool = False,
+              suspended: bool = False, reconciling: bool = True) -> None:
+        """Every non-terminal phase: the conditions that go with it."""
+        self.new["phase"] = phase
+        self.condition(c.CONDITION_RUNNING, running, reason, message)
+        self.condition(c.CONDITION_SUSPENDED, suspended, reason, message if suspended else "")
+        self.condition(c.CONDITION_READY, False, reason, message)
+        self.condition(c.CONDITION_RECONCILING, reconciling, reason, message)
+        self.condition(c.CONDITION_STALLED, False, reason, "")
+        self.condition(c.CONDITION_SUCCEEDED, False, reason, "")
+        self.condition(c.CONDITION_FAILED, False, reason, "")
+
+    def counts(self, job: dict[str, Any] | None) -> None:
+        js = (job or {}).get("status", {})
+        workers_ = self.new["workers"]
+        for key in ("active", "ready", "succeeded", "failed"):
+            workers_[key] = int(js.get(key, 0) or 0)
+        workers_["summary"] = f"{workers_['ready']}/{workers_['desired']}"
+
+    def finish(self, succeeded: bool, reason: str, message: str) -> None:
+        self.new["phase"] = "Succeeded" if succeeded else "Failed"
+        self.new["completionTime"] = self.now
+        self.condition(c.CONDITION_SUCCEEDED, succeeded, reason, message if succeeded else "")
+        self.condition(c.CONDITION_FAILED, not succeeded, reason, "" if succeeded else message)
+        self.condition(c.CONDITION_READY, succeeded, reason, message)
+        self.condition(c.CONDITION_STALLED, not succeeded, reason, "" if succeeded else message)
+        self.condition(c.CONDITION_RECONCILING, False, reason, "")
+        self.condition(c.CONDITION_RUNNING, False, reason, "")
+        self.condition(c.CONDITION_SUSPENDED, False, reason, "")
+
+    def report(self, summaries: list[TerminationSummary], failure: Failure | None = None,
+               *, finished: bool = False, succeeded: bool = False) -> None:
+        """DataQualityPassed and Promoted from what the trainer reported; a finished run that
+        reported no gate says so (NotApplicable: a custom task, or a failure before it)."""
+        quality = workers.data_quality(summaries, failure)
+        if quality is None and finished and reason_of(
+                self.new.get("conditions"), c.CONDITION_DATA_QUALITY_PASSED) == c.REASON_PENDING:
+            quality = None, c.REASON_NOT_APPLICABLE, "the run reported no data-quality gate"
+        if quality is not None:
+            self.condition(c.CONDITION_DATA_QUALITY_PASSED, *quality)
+        if finished:
+            summary = summaries[0] if summaries else None
+            self.condition(c.CONDITION_PROMOTED, *workers.promotion(summary, succeeded))
+
+    def transition_events(self) -> list[Event]:
+        """One Event per change of phase, worded from the conditions that changed with it."""
+        old, new = self.old.get("phase"), self.new.get("phase")
+        if old == new:
+            return []
+        conditions = self.new.get("conditions")
+        if is_true(conditions, c.CONDITION_FAILED):
+            failed = find(conditions, c.CONDITION_FAILED) or {}
+            return [Event("Warning", failed.get("reason", "Failed"), failed.get("message", ""))]
+        reconciling = find(conditions, c.CONDITION_RECONCILING) or {}
+        reason = str(reconciling.get("reason") or new)
+        if reason == c.REASON_RESTARTING:
+            failure = self.new.get("failure", {})
+            return [Event("Warning", c.REASON_RESTARTING,
+                          f"restarting all workers (restart {self.new['workers']['restarts']}) "
+                          f"after {failure.get('reason')}: {failure.get('message', '')}")]
+        return [Event("Normal", reason,
+                      reconciling.get("message") or f"phase {old or 'none'} -> {new}")]
+
+
+def _trigger_annotation(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The lineage a DriftMonitor put on a retraining job (tailor.dev/trigger)."""
+    text = (body["metadata"].get("annotations") or {}).get(c.ANNOTATION_TRIGGER)
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    fields = ("driftMonitor", "reason", "message", "windowStart", "windowEnd", "time",
+              "productionData")
+    if not isinstance(data, dict):
+        return None
+    lineage = {k: data[k] for k in fields if data.get(k) is not None}
+    if not isinstance(lineage.get("productionData"), dict):
+        lineage.pop("productionData", None)
+    return lineage
+
+
+def _user_suspended(status: dict[str, Any]) -> bool:
+    """The last status said the job was suspended by its spec (not queued by Kueue)."""
+    conditions = status.get("conditions")
+    return is_true(conditions, c.CONDITION_SUSPENDED) and \
+        reason_of(conditions, c.CONDITION_SUSPENDED) == c.REASON_SUSPENDED
+
+
+def _awaiting_restart(status: dict[str, Any]) -> bool:
+    """A restarted worker group has not run yet: a restart was counted, and neither Running
+    nor Suspended has changed since the failure that caused it (a later suspend, queueing or
+    run of the group changes one of them)."""
+    failed_at = (status.get("failure") or {}).get("time")
+    if not (status.get("workers") or {}).get("restarts") or not failed_at:
+        return False
+    conditions = status.get("conditions")
+    if is_true(conditions, c.CONDITION_RUNNING) or is_true(conditions, c.CONDITION_SUSPENDED):
+        return False
+    since = [cond.get("lastTransitionTime") for kind in (c.CONDITION_RUNNING,
+                                                         c.CONDITION_SUSPENDED)
+             if (cond := find(conditions, kind)) is not None]
+    return all(t and clock.parse(t) <= clock.parse(failed_at) for t in since)
+
+
+def _deadline_message(spec: TrainingJobSpec) -> str:
+    return (f"the job ran longer than activeDeadlineSeconds "
+            f"({spec.run_policy.active_deadline_seconds}s)")
+
+
+def _suspend(s: _Status, job: dict[str, Any] | None) -> Decision:
+    s.counts(None)
+    s.phase("Suspended", c.REASON_SUSPENDED,
+            "suspended: the worker pods are stopped; checkpoints are kept", suspended=True,
+            reconciling=False)
+    deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
+    action: Action = "delete" if job is not None and not deleting else "none"
+    return Decision(action, s.new, s.attempt, s.transition_events())
+
+
+def _create(s: _Status, spec: TrainingJobSpec) -> Decision:
+    """No worker Job: create the current attempt's, unless the deadline has passed."""
+    started = s.new.setdefault("startTime", s.now)
+    deadline, remaining = spec.run_policy.active_deadline_seconds, None
+    if deadline is not None:
+        remaining = int(deadline - seconds_between(started, s.now))
+        if remaining <= 0:
+            s.finish(False, c.REASON_DEADLINE_EXCEEDED, _deadline_message(spec))
+            s.report([], finished=True)
+            return Decision("none", s.new, s.attempt, s.transition_events(), None)
+    s.counts(None)
+    if s.attempt > 0 and _awaiting_restart(s.old):
+        s.phase("Restarting", c.REASON_RESTARTING,
+                f"starting restart {s.attempt} of the worker group")
+    else:
+        reason = c.REASON_RESUMED if _user_suspended(s.old) else c.REASON_CREATED
+        s.phase("Pending", reason, f"created the worker group ({spec.workers} workers)")
+    return Decision("create", s.new, s.attempt, s.transition_events(), remaining)
+
+
+def _succeeded(s: _Status, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> Decision:
+    reports = workers.summaries(pods)
+    _apply_summary(s.new, reports[0] if reports else None, spec.evaluation.metric, s.now)
+    progress = s.new.get("progress")
+    if progress and progress.get("totalSteps"):
+        progress |= {"step": progress["totalSteps"], "percent": 100.0, "etaSeconds": 0,
+                     "summary": "100%"}
+    s.finish(True, c.REASON_COMPLETED, "all workers completed")
+    s.report(reports, finished=True, succeeded=True)
+    return Decision("none", s.new, s.attempt, s.transition_events())
+
+
+def _failed(s: _Status, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> Decision:
+    """The worker Job failed: fail the TrainingJob for good, or restart the whole group."""
+    failure = diagnose(pods)
+    s.new["failure"] = {k: v for k, v in {
+        "reason": failure.reason, "message": failure.message, "exitCode": failure.exit_code,
+        "worker": failure.worker, "time": s.now}.items() if v is not None}
+    limit = spec.run_policy.backoff_limit
+    if failure.permanent:
+        s.finish(False, failure.reason if failure.reason != c.REASON_WORKER_FAILED
+                 else c.REASON_PERMANENT_FAILURE,
+                 f"worker {failure.worker} failed permanently (exit code "
+                 f"{failure.exit_code}): {failure.message}")
+    elif s.attempt >= limit:
+        s.finish(False, c.REASON_BACKOFF_LIMIT_EXCEEDED,
+                 f"the worker group failed {s.attempt + 1} times (backoffLimit {limit}); "
+                 f"last failure: {failure.reason}: {failure.message}")
+    else:
+        s.new["workers"]["restarts"] = s.attempt + 1
+        s.phase("Restarting", c.REASON_RESTARTING,
+                f"worker {failure.worker} failed ({failure.reason}); restarting all workers")
+        s.report(workers.summaries(pods), failure)
+        return Decision("delete", s.new, s.attempt + 1, s.transition_events())
+    s.report(workers.summaries(pods), failure, finished=True)
+    return Decision("none", s.new, s.attempt, s.transition_events())
+
+
+def _in_progress(s: _Status, spec: TrainingJobSpec, job: dict[str, Any]) -> Decision:
+    """The worker Job runs, or waits: for Kueue's admission, or for its pods to be ready."""
+    ready = s.new["workers"]["ready"]
+    if (job.get("spec") or {}).get("suspend"):
+        s.phase("Suspended", c.REASON_QUEUED,
+                "waiting for Kueue to admit the worker group (its Job is suspended until then)",
+                suspended=True)
+    elif ready >= spec.workers:
+        s.phase("Running", c.REASON_WORKERS_RUNNING, f"all {spec.workers} workers are running",
+                running=True)
+    else:
+        s.phase("Restarting" if _awaiting_restart(s.old) else "Pending",
+                c.REASON_WORKERS_STARTING, f"{ready} of {spec.workers} workers are ready")
+    return Decision("none", s.new, s.attempt, s.transition_events())
+
+
+def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | None,
+           pods: list[dict[str, Any]] | None, now: str) -> Decision:
+    """Decide the next step for a TrainingJob. `pods` is needed only when `job` has finished
+    (Complete or Failed); pass None otherwise and the decision asks for nothing about them.
+    `now` is an RFC 3339 time (tailor_contract.clock)."""
+    s = _Status(body, spec, now)
+    if s.finished():
+        return Decision("none", s.new, s.attempt)
+    s.new.setdefault("runId", trainer_api.run_id(body["metadata"]["uid"]))
+    if "triggeredBy" not in s.new and (lineage := _trigger_annotation(body)):
+        s.new["triggeredBy"] = lineage
+    s.awaiting_report()
+    if spec.run_policy.suspend:
+        return _suspend(s, job)
+    if job is None:
+        return _create(s, spec)
+    if job["metadata"].get("deletionTimestamp"):
+        return Decision("none", s.new, s.attempt, s.transition_events())
+    if int((job["metadata"].get("annotations") or {}).get(ANNOTATION_ATTEMPT, "0")) != s.attempt:
+        # A worker group of an earlier attempt: stop it before starting this one.
+        return Decision("delete", s.new, s.attempt, s.transition_events())
+    s.counts(job)
+    if _job_condition(job, "Complete"):
+        if pods is None:
+            return Decision("none", s.new, s.attempt)  # the controller fetches the pods first
+        return _succeeded(s, spec, pods)
+    failed = _job_condition(job, "Failed")
+    if failed and failed.get("reason") == "DeadlineExceeded":
+        s.finish(False, c.REASON_DEADLINE_EXCEEDED, _deadline_message(spec))
+        s.report([], finished=True)
+        return Decision("none", s.new, s.attempt, s.transition_events())
+    if failed:
+        return Decision("none", s.new, s.attempt) if pods is None else _failed(s, spec, pods)
+    return _in_progress(s, spec, job)

@@ -1,0 +1,170 @@
+"""What the pods of a finished worker group say: why it failed, and what the trainer reported.
+
+Pure functions of pod objects as the API returns them. They are read only once the worker Job
+has finished (Complete or Failed), which is why a pod deleted earlier can say nothing: the Job
+controller removes its tracking finalizer before it marks the Job finished, and a deleted pod
+without finalizers is gone (see `diagnose` on lost nodes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tailor_contract import constants as c
+from tailor_contract import trainer_api
+from tailor_contract.trainer_api import EXIT_PERMANENT, TerminationSummary
+
+from tailor.assess.conditions import find, is_true
+from tailor.builders.trainingjob import INDEX_LABEL
+
+DISRUPTION_TARGET = "DisruptionTarget"
+POD_GC_NODE_GONE = "DeletionByPodGC"
+"""The DisruptionTarget reason the pod garbage collector writes on a pod whose node no longer
+exists ("PodGC: node no longer exists"), marking it Failed just before it force-deletes it."""
+EXIT_SIGKILL, EXIT_SIGTERM = 137, 143
+
+# TerminationSummary.data_quality -> the DataQualityPassed condition's status and reason.
+QUALITY_CONDITIONS: dict[str, tuple[bool, str, str]] = {
+    trainer_api.QUALITY_PASSED: (True, c.REASON_DATA_QUALITY_PASSED,
+                                 "the data-quality gate passed"),
+    trainer_api.QUALITY_WARNINGS: (True, c.REASON_DATA_QUALITY_WARNINGS,
+                                   "the data-quality gate passed with warnings"),
+    trainer_api.QUALITY_FAILED: (False, c.REASON_DATA_QUALITY_FAILED,
+                                 "the data-quality gate failed"),
+}
+# A verdict other than promotion, as the trainer's evaluation reports it.
+NOT_PROMOTED_REASONS = (c.REASON_NOT_BETTER, c.REASON_NOT_SIGNIFICANT,
+                        c.REASON_AWAITING_APPROVAL)
+
+ConditionValue = tuple[bool | None, str, str]
+"""A condition to set: status (None for Unknown), reason, message."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    exit_code: int | None = None
+    worker: int | None = None
+    permanent: bool = False
+
+
+def worker_index(pod: dict[str, Any]) -> int:
+    return int(pod["metadata"].get("labels", {}).get(INDEX_LABEL, "0"))
+
+
+def _node_lost(pod: dict[str, Any]) -> bool:
+    """The pod's node disappeared: the pod garbage collector's mark on a pod whose node object
+    was deleted, or the `NodeLost` reason older node controllers wrote on pods of an
+    unreachable node (kubectl still shows those as Unknown)."""
+    status = pod.get("status", {})
+    if status.get("reason") == c.REASON_NODE_LOST:
+        return True
+    disruption = find(status.get("conditions"), DISRUPTION_TARGET)
+    return disruption is not None and disruption.get("status") == "True" and \
+        disruption.get("reason") == POD_GC_NODE_GONE
+
+
+def _disruption(pod: dict[str, Any]) -> Failure | None:
+    """A worker taken away rather than failing by itself: its node lost, or evicted."""
+    status, index = pod.get("status", {}), worker_index(pod)
+    if _node_lost(pod):
+        node = (pod.get("spec") or {}).get("nodeName") or "its node"
+        detail = status.get("message") or (find(status.get("conditions"), DISRUPTION_TARGET)
+                                           or {}).get("message") or "the node is gone"
+        return Failure(c.REASON_NODE_LOST, f"worker {index} lost {node}: {detail}", None, index)
+    if status.get("reason") == "Evicted" or is_true(status.get("conditions"), DISRUPTION_TARGET):
+        message = status.get("message") or "the worker pod was evicted"
+        return Failure(c.REASON_EVICTED, message, None, index)
+    return None
+
+
+def _exits(pod: dict[str, Any]) -> list[tuple[str, Failure]]:
+    """Each container of the pod that exited non-zero, with the key that orders failures."""
+    index, found = worker_index(pod), []
+    for container in pod.get("status", {}).get("containerStatuses", []) or []:
+        terminated = container.get("state", {}).get("terminated")
+        if not terminated or terminated.get("exitCode", 0) == 0:
+            continue
+        code = int(terminated["exitCode"])
+        text = terminated.get("message", "") or ""
+        summary = TerminationSummary.parse(text)
+        permanent = code == EXIT_PERMANENT or bool(summary and summary.permanent)
+        if terminated.get("reason") == "OOMKilled":
+            reason = c.REASON_OOM_KILLED
+        elif permanent:
+            reason = summary.reason if summary and summary.reason else c.REASON_PERMANENT_FAILURE
+        else:
+            reason = c.REASON_WORKER_FAILED
+        message = summary.message if summary and summary.message else text.strip()
+        message = message or f"worker {index} exited with code {code}"
+        # The first worker to fail is the cause; the others fail after it (a collective
+        # that lost a peer, the group torn down). At the same second, a SIGKILL (an OOM or
+        # a kill) outranks an error, and SIGTERM (the teardown) comes last.
+        severity = 0 if code == EXIT_SIGKILL else 2 if code == EXIT_SIGTERM else 1
+        order = f"{terminated.get('finishedAt', '')}:{severity}"
+        found.append((order, Failure(reason, message[-1024:], code, index, permanent)))
+    return found
+
+
+def diagnose(pods: list[dict[str, Any]]) -> Failure:
+    """The real reason a worker group failed, from its pods, first failure first.
+
+    A lost node is reported only while its pod can still be read. Since Kubernetes 1.31 the Job
+    controller marks a Job Failed only after it has removed the tracking finalizer of every
+    failed pod, and the pod garbage collector force-deletes the pod of a deleted node, so by
+    then that pod is usually gone: the failure is then what the remaining workers saw."""
+    candidates: list[tuple[str, Failure]] = []
+    for pod in sorted(pods, key=worker_index):
+        disrupted = _disruption(pod)
+        candidates += [("", disrupted)] if disrupted is not None else _exits(pod)
+    if not candidates:
+        return Failure(c.REASON_WORKER_FAILED,
+                       "no worker pod is left with an exit status: a pod was deleted (its node "
+                       "lost, preempted or evicted through the API) before it could be read")
+    permanents = [f for _, f in candidates if f.permanent]
+    if permanents:
+        return permanents[0]
+    first: Failure = sorted(candidates, key=lambda item: item[0])[0][1]
+    return first
+
+
+def summaries(pods: list[dict[str, Any]]) -> list[TerminationSummary]:
+    """The trainer's termination summaries, worker 0's first (rank 0 writes the run's)."""
+    found = []
+    for pod in sorted(pods, key=worker_index):
+        for container in pod.get("status", {}).get("containerStatuses", []) or []:
+            terminated = container.get("state", {}).get("terminated") or {}
+            summary = TerminationSummary.parse(terminated.get("message"))
+            if summary is not None:
+                found.append(summary)
+    return found
+
+
+def data_quality(reports: list[TerminationSummary],
+                 failure: Failure | None = None) -> ConditionValue | None:
+    """The DataQualityPassed condition the trainer's report implies; None if it reported no
+    gate. A run that failed for DataQualityFailed without the field says so too."""
+    for summary in reports:
+        if summary.data_quality in QUALITY_CONDITIONS:
+            passed, reason, default = QUALITY_CONDITIONS[summary.data_quality]
+            return passed, reason, summary.data_quality_message or default
+    if failure is not None and failure.reason == c.REASON_DATA_QUALITY_FAILED:
+        return False, c.REASON_DATA_QUALITY_FAILED, failure.message
+    return None
+
+
+def promotion(summary: TerminationSummary | None, succeeded: bool) -> ConditionValue:
+    """The Promoted condition: the trainer's verdict, or NotApplicable when there is none (a
+    custom task's command reports none, and a failed run never reached one)."""
+    if not succeeded:
+        return False, c.REASON_NOT_APPLICABLE, "the run failed before a promotion verdict"
+    if summary is None or summary.promoted is None:
+        return False, c.REASON_NOT_APPLICABLE, "the run reported no promotion verdict"
+    if summary.promoted:
+        return True, c.REASON_PROMOTED, summary.message or "the candidate was promoted"
+    if summary.reason in NOT_PROMOTED_REASONS:
+        return False, summary.reason, summary.message
+    return False, c.REASON_NOT_APPLICABLE, (f"not promoted ({summary.reason or 'no reason'}): "
+                                            f"{summary.message}")
