@@ -4,6 +4,10 @@ The MLflow run carries the tag `tailor.run_id`, so a restarted worker group appe
 run instead of starting a second one. Step metrics are buffered and sent in batches. Without a
 tracking URI every call is a no-op and S3 alone holds the record. Tracking failures are logged,
 never fatal: the artifacts in S3 are the source of truth.
+
+At publish the run also logs its model as an MLflow pyfunc model (mlflow_model.py), and a
+promotion registers that model and moves the alias, so the registry's version loads and predicts
+with `mlflow.pyfunc.load_model("models:/<name>@<alias>")`.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 RUN_TAG = "tailor.run_id"
 ARTIFACT_TAG = "tailor.artifact_uri"
+MODEL_URI_TAG = "tailor.model_uri"
+"""On a registered version: the promoted model's S3 copy."""
 FLUSH_EVERY = 50
 
 
@@ -30,6 +37,8 @@ class Tracker:
         self.run_name = run_name
         self.artifact_uri = artifact_uri
         self.mlflow_run_id = ""
+        self.model_id = ""
+        """The MLflow model `log_model` logged (MLflow 3's LoggedModel id)."""
         self._client: Any = None
         self._buffer: list[Any] = []
 
@@ -105,12 +114,68 @@ class Tracker:
             for start in range(0, len(batch), 1000):
                 self._call("metrics", self._client.log_batch, metrics=batch[start:start + 1000])
 
-    def artifacts(self, directory: Path) -> None:
-        if self._client is not None:
+    def artifacts(self, directory: Path, skip: Collection[str] = ()) -> None:
+        """The files under `directory` as run artifacts, but for the entries named in `skip`
+        (the model directory: the MLflow model logged by `log_model` holds it already)."""
+        if self._client is None:
+            return
+        if not skip:
             self._call("artifacts", self._client.log_artifacts, str(directory))
+            return
+        for entry in sorted(directory.iterdir()):
+            if entry.name in skip:
+                continue
+            if entry.is_dir():
+                self._call("artifacts", self._client.log_artifacts, str(entry), entry.name)
+            else:
+                self._call("artifacts", self._client.log_artifact, str(entry))
+
+    def log_model(self, model_dir: Path, task: str, labels: list[str]) -> None:
+        """The saved model as the run's MLflow pyfunc model ("model"), for the registry.
+
+        Only a tracked run imports mlflow_model (and with it mlflow.pyfunc and pandas).
+        """
+        if not self.enabled or self._client is None or not self.mlflow_run_id:
+            return
+        try:
+            from tailor_trainer import mlflow_model
+
+            if task not in mlflow_model.INPUTS:
+                log.info("no MLflow model for a %s model; the registry gets its S3 URI", task)
+                return
+            self.model_id = mlflow_model.log_model(
+                self._client, self.mlflow_run_id, model_dir, task, labels,
+                {RUN_TAG: self.tailor_run_id, ARTIFACT_TAG: self.artifact_uri})
+        except Exception as exc:
+            log.warning("MLflow model logging failed: %s", exc)
+
+    def logged_model(self) -> str:
+        """The MLflow model id of this run's latest logged model, or "" when it has none.
+
+        A promotion Job (manual approval) registers a model another process logged.
+        """
+        if self.model_id or self._client is None:
+            return self.model_id
+        from mlflow.entities import LoggedModelStatus
+
+        from tailor_trainer.mlflow_model import MODEL_NAME
+
+        experiment = self._client.get_run(self.mlflow_run_id).info.experiment_id
+        found = self._client.search_logged_models(
+            [experiment], max_results=20,
+            filter_string=f"name = '{MODEL_NAME}' AND source_run_id = '{self.mlflow_run_id}'",
+            order_by=[{"field_name": "creation_time", "ascending": False}])
+        ready = [m for m in found if m.status == LoggedModelStatus.READY]
+        return str(ready[0].model_id) if ready else ""
 
     def register(self, model_name: str, source: str, alias: str) -> str:
-        """A registered-model version for the promoted model, and the alias moved to it."""
+        """A registered-model version for the promoted model, and the alias moved to it.
+
+        The version is the run's MLflow model (what `mlflow.register_model("runs:/<run>/model")`
+        resolves to), so `models:/<name>@<alias>` loads and predicts; the S3 copy `source`, the
+        source of truth, is its tag `tailor.model_uri`. A run without an MLflow model (logging
+        failed, or a custom recipe) registers `source` itself, as a pointer MLflow cannot load.
+        """
         if not self.enabled or self._client is None:
             return ""
         try:
@@ -118,9 +183,14 @@ class Tracker:
                 self._client.get_registered_model(model_name)
             except Exception:
                 self._client.create_registered_model(model_name)
-            version = self._client.create_model_version(model_name, source=source,
-                                                        run_id=self.mlflow_run_id,
-                                                        tags={RUN_TAG: self.tailor_run_id})
+            tags = {RUN_TAG: self.tailor_run_id, MODEL_URI_TAG: source}
+            model_id = self.logged_model()
+            if not model_id:
+                log.warning("run %s has no MLflow model: version registered from %s",
+                            self.mlflow_run_id, source)
+            version = self._client.create_model_version(
+                model_name, source=f"models:/{model_id}" if model_id else source,
+                run_id=self.mlflow_run_id, tags=tags, model_id=model_id or None)
             self._client.set_registered_model_alias(model_name, alias, version.version)
             return str(version.version)
         except Exception as exc:
