@@ -6,6 +6,7 @@ Layout under TAILOR_ARTIFACT_URI (one prefix per run):
     checkpoints/            step-<n>/state.pt + COMPLETE (rotating; not in the manifest)
     data-quality.json       the gate's report (written even when the gate fails)
     metrics.json            validation and test numbers, comparisons, verdict, curves
+    recent-holdout.json     with data.productionUris: the recent holdout's ids and digests
     reference-profile.json  training-time distributions for the DriftMonitor
     model-card.md           the numbers for humans, with confusion-matrix.png
     manifest.json           sha256 and size of every file above, written last
@@ -124,13 +125,9 @@ def model_card(model_name: str, run_id: str, base: str, metrics: dict[str, Any],
         "| model | accuracy | macro-F1 | calibration error |",
         "|---|---|---|---|",
     ]
-    for name, result in test.items():
-        if isinstance(result, dict) and "accuracy" in result:
-            if "method" in result:
-                name = f"{name} ({result['method']})"
-            lines.append(f"| {name} | {result['accuracy']:.4f} | {result['macro-f1']:.4f} | "
-                         f"{result['calibration_error']:.4f} |")
-    lines += ["", "## Comparisons", "",
+    lines += _score_rows(test)
+    lines += _verdict_lines(metrics)
+    lines += ["", "## Comparisons on the locked test set", "",
               "| baseline | metric | candidate | baseline | improvement | p-value |",
               "|---|---|---|---|---|---|"]
     for c in metrics["comparisons"]:
@@ -148,6 +145,45 @@ def model_card(model_name: str, run_id: str, base: str, metrics: dict[str, Any],
               f"{train['steps']} optimizer steps ({train['epochs']:.2f} epochs), best validation "
               f"at step {train['bestStep']}, {train['samplesPerSecond']:.1f} samples/s.", ""]
     return "\n".join(lines)
+
+
+def _score_rows(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, result in results.items():
+        if isinstance(result, dict) and "accuracy" in result:
+            if "method" in result:
+                name = f"{name} ({result['method']})"
+            rows.append(f"| {name} | {result['accuracy']:.4f} | {result['macro-f1']:.4f} | "
+                        f"{result['calibration_error']:.4f} |")
+    return rows
+
+
+def _verdict_lines(metrics: dict[str, Any]) -> list[str]:
+    """The recent holdout's scores and the verdict per benchmark."""
+    lines: list[str] = []
+    recent = metrics.get("recentHoldout")
+    if recent:
+        lines += ["", "## Recent holdout", "",
+                  f"{recent['examples']} of {recent['productionRows']} labelled production "
+                  "examples, the most recent, held out from training and validation "
+                  f"(`recent-holdout.json`). {recent['why']}".rstrip()]
+        if recent["test"]:
+            lines += ["", "| model | accuracy | macro-F1 | calibration error |",
+                      "|---|---|---|---|", *_score_rows(recent["test"])]
+    parts = (metrics.get("promotion") or {}).get("parts", [])
+    if parts:
+        lines += ["", "## Verdict per benchmark", "",
+                  "| benchmark | against | candidate | other | improvement | p-value | "
+                  "examples | passed |", "|---|---|---|---|---|---|---|---|"]
+        for p in parts:
+            cells = [f"{p[k]:.4f}" if k in p else "" for k in ("candidate", "other")]
+            cells.append(f"{p['improvement']:+.4f}" if "improvement" in p else "")
+            cells.append(f"{p['pValue']:.3g}" if "pValue" in p else "")
+            passed = {True: "yes", False: "no", None: "not applicable"}[p["passed"]]
+            lines.append(f"| {p['benchmark']} | {p['against']} | {' | '.join(cells)} | "
+                         f"{p['examples']} | {passed} |")
+        lines += [""] + [f"- **{p['benchmark']} vs {p['against']}**: {p['why']}" for p in parts]
+    return lines
 
 
 def promote(store: Store, model_uri: str, run_id: str, artifact_uri: str,

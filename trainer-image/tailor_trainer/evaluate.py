@@ -1,4 +1,4 @@
-"""Evaluation on the locked test set and the promotion verdict.
+"""The models' outputs and scores: predictions, the classification report, the generic baseline.
 
 Every model is judged on the same examples, once, at the end: the candidate, the generic
 baseline and the production model when there is one. The generic baseline is the base model
@@ -13,29 +13,18 @@ one of two ways (`model.baseline.genericMethod`):
   model is used off the shelf: each example gets the label whose prompt ("{label}" filled in)
   is nearest in cosine similarity. It asks whether custom training beats the generic model.
 
-The candidate must beat each baseline by evaluation.minImprovement on the chosen metric and
-the difference must be significant: the exact McNemar test on the paired correct/incorrect
-outcomes for accuracy, a paired bootstrap confidence interval for macro-F1.
+The paired significance tests are in `tailor_trainer.significance` and the promotion rule in
+`tailor_trainer.judge`; neither needs torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
-from statsmodels.stats.contingency_tables import mcnemar
 from tailor_contract import metrics
-from tailor_contract.constants import (
-    REASON_AWAITING_APPROVAL,
-    REASON_NOT_BETTER,
-    REASON_NOT_SIGNIFICANT,
-    REASON_PROMOTED,
-)
-from tailor_contract.trainingjob import Evaluation, Promotion
 from torch import nn
 
 from tailor_trainer.schedule import autocast
@@ -45,11 +34,6 @@ ZERO_SHOT_SCALE = 20.0
 """Cosine similarities times this are the zero-shot logits (sentence-transformers' usual scale);
 it changes the calibration error reported for the baseline, never its predictions."""
 ECE_BINS = 15
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
-    """The contract's macro-F1 (the DriftMonitor scores production with the same function)."""
-    return metrics.macro_f1(metrics.confusion_matrix(y, pred, classes))
 
 
 def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -88,116 +72,6 @@ def classification_report(y: np.ndarray, probs: np.ndarray,
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
     }
-
-
-# --- significance ---------------------------------------------------------------------------
-
-def mcnemar_exact(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:
-    """Exact McNemar test on the paired outcomes of two classifiers (two-sided p-value)."""
-    a_ok, b_ok = pred_a == y, pred_b == y
-    table = np.array([[np.sum(a_ok & b_ok), np.sum(a_ok & ~b_ok)],
-                      [np.sum(~a_ok & b_ok), np.sum(~a_ok & ~b_ok)]])
-    if table[0, 1] + table[1, 0] == 0:
-        return {"p_value": 1.0, "only_a": 0.0, "only_b": 0.0}
-    result = mcnemar(table, exact=True)
-    return {"p_value": float(result.pvalue), "only_a": float(table[0, 1]),
-            "only_b": float(table[1, 0])}
-
-
-def macro_f1_rows(y: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
-    """The contract's macro-F1 of each row of (y, pred): one confusion matrix per row, counted
-    with a single bincount, scored by `metrics.macro_f1_many` (a bootstrap's resamples)."""
-    y = np.atleast_2d(np.asarray(y, dtype=np.int64))
-    pred = np.atleast_2d(np.asarray(pred, dtype=np.int64))
-    rows = y.shape[0]
-    cells = (np.arange(rows, dtype=np.int64)[:, None] * classes + y) * classes + pred
-    counts = np.bincount(cells.ravel(), minlength=rows * classes * classes)
-    return metrics.macro_f1_many(counts.reshape(rows, classes, classes))
-
-
-def paired_bootstrap_f1(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: int,
-                        samples: int, alpha: float, seed: int) -> dict[str, float]:
-    """Percentile bootstrap CI (scipy) of macro-F1(a) - macro-F1(b), resampling examples."""
-    def diff(yy: np.ndarray, aa: np.ndarray, bb: np.ndarray, axis: int = -1) -> np.ndarray:
-        out: np.ndarray = macro_f1_rows(yy, aa, classes) - macro_f1_rows(yy, bb, classes)
-        return out if out.size > 1 else out.reshape(())
-
-    result = stats.bootstrap((y, pred_a, pred_b), diff, paired=True, vectorized=True,
-                             n_resamples=samples, confidence_level=1 - alpha,
-                             method="percentile", rng=np.random.default_rng(seed))
-    distribution = np.asarray(result.bootstrap_distribution)
-    return {"ci_low": float(result.confidence_interval.low),
-            "ci_high": float(result.confidence_interval.high),
-            "p_value": float(np.mean(distribution <= 0.0))}
-
-
-@dataclass
-class Comparison:
-    baseline: str
-    metric: str
-    candidate: float
-    other: float
-    improvement: float
-    p_value: float
-    ci_low: float | None
-    ci_high: float | None
-    better: bool
-    significant: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def compare(name: str, y: np.ndarray, cand: np.ndarray, other: np.ndarray, classes: int,
-            evaluation: Evaluation, seed: int) -> Comparison:
-    metric = evaluation.metric
-    if metric == "accuracy":
-        a, b = float((cand == y).mean()), float((other == y).mean())
-        test = mcnemar_exact(y, cand, other)
-        low = high = None
-        # Two-sided test, and the direction must favour the candidate.
-        significant = test["p_value"] < evaluation.significance_level and a > b
-        p = test["p_value"]
-    else:
-        a, b = macro_f1(y, cand, classes), macro_f1(y, other, classes)
-        boot = paired_bootstrap_f1(y, cand, other, classes, evaluation.bootstrap_samples,
-                                   evaluation.significance_level, seed)
-        low, high, p = boot["ci_low"], boot["ci_high"], boot["p_value"]
-        significant = low > 0.0
-    improvement = a - b
-    return Comparison(name, metric, a, b, improvement, p, low, high,
-                      better=improvement >= evaluation.min_improvement, significant=significant)
-
-
-@dataclass
-class Verdict:
-    promote: bool
-    reason: str  # REASON_PROMOTED, _NOT_BETTER, _NOT_SIGNIFICANT or _AWAITING_APPROVAL
-    message: str
-
-
-def decide(comparisons: Sequence[Comparison], promotion: Promotion,
-           evaluation: Evaluation) -> Verdict:
-    """Promote when the candidate beats every baseline by the margin, significantly; a run
-    without a baseline to beat (generic off, no production model) has nothing to lose to."""
-    for c in comparisons:
-        if not c.better:
-            return Verdict(False, REASON_NOT_BETTER,
-                           f"{c.metric} {c.candidate:.4f} vs {c.baseline} {c.other:.4f}: "
-                           f"improvement {c.improvement:+.4f} is below the required "
-                           f"{evaluation.min_improvement:g}")
-    for c in comparisons:
-        if not c.significant:
-            return Verdict(False, REASON_NOT_SIGNIFICANT,
-                           f"{c.metric} {c.candidate:.4f} vs {c.baseline} {c.other:.4f}: "
-                           f"not significant at {evaluation.significance_level:g} "
-                           f"(p={c.p_value:.3g})")
-    summary = ", ".join(f"{c.baseline} {c.other:.4f} (p={c.p_value:.3g})" for c in comparisons)
-    beats = (f"{comparisons[0].metric} {comparisons[0].candidate:.4f} beats {summary}"
-             if comparisons else "no baseline to beat")
-    if promotion.policy == "Manual":
-        return Verdict(False, REASON_AWAITING_APPROVAL, f"{beats}; promotion policy is Manual")
-    return Verdict(True, REASON_PROMOTED, beats)
 
 
 # --- model outputs --------------------------------------------------------------------------

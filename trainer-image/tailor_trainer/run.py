@@ -1,8 +1,9 @@
 """One training run, from the spec in the environment to the verdict in S3.
 
-    load config -> (rank 0) data-quality gate + locked test set -> split shards on every rank
-    -> DDP fine-tuning -> (rank 0) evaluation on the test set against the baselines
-    -> artifacts, manifest last -> promotion -> termination message
+    load config -> recent holdout planned -> (rank 0) data-quality gate + locked test set
+    -> split shards on every rank -> DDP fine-tuning -> (rank 0) evaluation on the test set
+    (and the recent holdout) against the baselines -> artifacts, manifest last -> promotion
+    -> termination message
 
 The stages live in `tailor_trainer.pipeline` (data, baseline, train, evaluate, publish); `Run`
 only orders them. Every phase that more than one rank takes part in ends in `dist.agree`, so
@@ -114,6 +115,7 @@ class Run:
         out.update({"task": spec.task, "model.base": ctx.model.base or "",
                     "data.uri": data_spec.uri,
                     "data.additionalUris": ",".join(data_spec.additional_uris or [])[:500],
+                    "data.productionUris": ",".join(data_spec.production_uris or [])[:500],
                     "workers": spec.workers, "world_size": ctx.world.size,
                     "split.validation": data_spec.split.validation,
                     "split.test": data_spec.split.test, "split.seed": data_spec.split.seed,
@@ -126,7 +128,8 @@ class Run:
         """Rank 0: stages 4 and 5, and the summary of the run."""
         ctx = self.ctx
         metrics = evaluate.evaluate_run(ctx, recipe, result, local, probe)
-        publish.publish(ctx, recipe, result.model, metrics, profile)
+        publish.publish(ctx, recipe, result.model, metrics, profile,
+                        data.recent_manifest(ctx, recipe, local))
         return summary.succeeded(metrics, ctx.quality, ctx.cfg.artifact_uri,
                                  ctx.tracker.mlflow_run_id)
 

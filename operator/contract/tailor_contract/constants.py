@@ -36,6 +36,8 @@ LABEL_MODEL: Final = f"{GROUP}/model"
 
 COMPONENT_WORKERS: Final = "workers"
 COMPONENT_SERVICE: Final = "service"
+COMPONENT_PROMOTE: Final = "promote"
+"""The one-off Job that promotes a run a person approved (ANNOTATION_APPROVE)."""
 
 ANNOTATION_TRIGGER: Final = f"{GROUP}/trigger"
 """On a retraining TrainingJob: JSON of the trigger (monitor, reason, message, window, time,
@@ -59,6 +61,7 @@ DNS_LABEL_MAX: Final = 63
 MAX_WORKERS: Final = 256
 """Worker indexes 0..255 have at most three digits."""
 WORKER_JOB_SUFFIX: Final = "-worker"
+PROMOTE_JOB_SUFFIX: Final = "-promote"
 RETRAIN_INFIX: Final = "-retrain-"
 RETRAIN_HASH_LENGTH: Final = 8
 
@@ -155,16 +158,20 @@ REASON_NOT_BETTER: Final = "NotBetter"
 REASON_NOT_SIGNIFICANT: Final = "NotSignificant"
 REASON_AWAITING_APPROVAL: Final = "AwaitingApproval"
 REASON_NOT_APPLICABLE: Final = "NotApplicable"
+"""No verdict (a custom task, or a failed run); for DataQualityPassed: no gate was reported;
+for one part of a verdict: that benchmark could not judge (too few recent examples, say)."""
 REASON_REGRESSED: Final = "Regressed"
-"""A retrain better on recent production data but worse than the production model on the
-locked test set beyond evaluation.nonInferiorityMargin."""
+"""A retrain not shown to be within evaluation.nonInferiorityMargin of the production model on
+the locked test set (a one-sided paired test at evaluation.significanceLevel): the regression
+guard a retrain must pass besides beating production on the recent holdout."""
 REASON_REJECTED: Final = "Rejected"
 """A run awaiting approval that a person rejected (ANNOTATION_REJECT)."""
 # Events of manual approval
 REASON_APPROVED: Final = "Approved"
+REASON_PROMOTING: Final = "Promoting"
+REASON_PROMOTION_FAILED: Final = "PromotionFailed"
 REASON_APPROVAL_REFUSED: Final = "ApprovalRefused"
 """An approve/reject annotation naming a run that is not awaiting approval: nothing changes."""
-"""No verdict (a custom task, or a failed run); for DataQualityPassed: no gate was reported."""
 
 # DriftMonitor
 REASON_CHECKED: Final = "Checked"

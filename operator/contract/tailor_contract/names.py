@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-from tailor_contract.constants import RETRAIN_HASH_LENGTH, RETRAIN_INFIX, WORKER_JOB_SUFFIX
+from tailor_contract.constants import (
+    PROMOTE_JOB_SUFFIX,
+    RETRAIN_HASH_LENGTH,
+    RETRAIN_INFIX,
+    WORKER_JOB_SUFFIX,
+)
 
 
 def service_name(trainingjob: str) -> str:
@@ -15,6 +20,13 @@ def service_name(trainingjob: str) -> str:
 def worker_job_name(trainingjob: str) -> str:
     """The Indexed Job running the worker group."""
     return f"{trainingjob}{WORKER_JOB_SUFFIX}"
+
+
+def promote_job_name(trainingjob: str) -> str:
+    """The Job that promotes a run a person approved. Deterministic, so an approval seen twice
+    (or after a restart) creates one Job; TrainingJob names are at most 52 characters, so this
+    fits a Job name's 63."""
+    return f"{trainingjob}{PROMOTE_JOB_SUFFIX}"
 
 
 def worker_hostname(trainingjob: str, index: int) -> str:

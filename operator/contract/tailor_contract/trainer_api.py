@@ -9,7 +9,7 @@ Prometheus endpoint on rank 0. Nothing here imports torch or the Kubernetes clie
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 # --- what the operator hands the trainer (environment variables) -----------------------------
@@ -43,6 +43,11 @@ LAUNCHER: Final = ("python", "-m", "tailor_trainer.launch")
 arguments (its options come from PET_* variables), so that the container's exit code is the
 trainer's (EXIT_PERMANENT survives) rather than torchrun's own 1."""
 
+PROMOTE_COMMAND: Final = ("python", "-m", "tailor_trainer.promote")
+"""Manual approval's one-off container: with a worker's environment it promotes a run whose
+verdict is AwaitingApproval through the same code as the automatic path (exit EXIT_PERMANENT,
+reason ApprovalRefused, when the run is not awaiting approval)."""
+
 # --- what the trainer writes (artifact names) -------------------------------------------------
 # In the run's prefix (ENV_ARTIFACT_URI):
 ARTIFACT_MODEL_DIR: Final = "model"
@@ -52,6 +57,9 @@ ARTIFACT_DATA_QUALITY: Final = "data-quality.json"
 ARTIFACT_REFERENCE_PROFILE: Final = "reference-profile.json"
 """The training-time distributions (tailor_contract.profile) the DriftMonitor compares with."""
 ARTIFACT_MODEL_CARD: Final = "model-card.md"
+ARTIFACT_RECENT_HOLDOUT: Final = "recent-holdout.json"
+"""The recent holdout of data.productionUris: the ids and content digests of the examples set
+aside to judge a retrain on (never trained or validated on), and the counts."""
 ARTIFACT_MANIFEST: Final = "manifest.json"
 """sha256 and size of every file of the run, written last: a run without it is incomplete."""
 # In the model's prefix (ENV_MODEL_URI), outliving every run:
@@ -83,6 +91,17 @@ SUMMARY_IMPROVEMENT: Final = "improvement"  # over the model the verdict was dec
 SUMMARY_P_VALUE: Final = "pValue"  # of that comparison's paired significance test
 SUMMARY_TEST_EXAMPLES: Final = "testExamples"
 
+# TerminationSummary.promotion: the verdict per benchmark, which the operator copies into
+# status.promotion. Each part compares the candidate with one model on one benchmark.
+BENCHMARK_RECENT_HOLDOUT: Final = "recentHoldout"  # the recent holdout of data.productionUris
+BENCHMARK_LOCKED_TEST_SET: Final = "lockedTestSet"
+AGAINST_PRODUCTION: Final = "production"
+AGAINST_GENERIC: Final = "generic"
+VERDICT_PROMOTED: Final = "Promoted"
+VERDICT_REJECTED: Final = "Rejected"
+VERDICT_AWAITING_APPROVAL: Final = "AwaitingApproval"
+VERDICT_NOT_APPLICABLE: Final = "NotApplicable"
+
 # TerminationSummary.data_quality: the gate's outcome, which the operator turns into the
 # DataQualityPassed condition (reason DataQualityPassed, DataQualityWarnings or
 # DataQualityFailed, from tailor_contract.constants).
@@ -113,17 +132,23 @@ class TerminationSummary:
     data_quality: str = ""  # QUALITY_PASSED, QUALITY_WARNINGS or QUALITY_FAILED; "" if not run
     data_quality_message: str = ""  # the violated checks, for the condition's message
     metrics: dict[str, float] = field(default_factory=dict)
+    promotion: dict[str, Any] = field(default_factory=dict)
+    """The verdict per benchmark: {verdict, reason, message, modelVersion?, approval?, parts:
+    [{benchmark, against, metric, candidate, other, improvement, pValue, examples, passed
+    (null: NotApplicable), why}]}; see BENCHMARK_* and VERDICT_*."""
 
     def to_message(self) -> str:
-        text = json.dumps({k: v for k, v in asdict(self).items() if v not in ("", None, {})},
-                          separators=(",", ":"))
-        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
-            return text
-        short = TerminationSummary(self.outcome, self.reason, self.message[:1024],
-                                   self.permanent, self.artifact_uri, self.mlflow_run_id,
-                                   self.promoted, self.data_quality,
-                                   self.data_quality_message[:512], {})
-        return short.to_message()
+        """One JSON line within TERMINATION_MESSAGE_LIMIT: when the whole summary is too long,
+        the least important pieces go first (long texts are cut, then the parts' explanations,
+        the numbers, the parts themselves), so the outcome and the verdict always arrive."""
+        text = ""
+        for shorten in range(len(_SHORTER) + 1):
+            short = self if shorten == 0 else _SHORTER[shorten - 1](self)
+            text = json.dumps({k: v for k, v in asdict(short).items() if v not in ("", None, {})},
+                              separators=(",", ":"))
+            if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+                break
+        return text
 
     @classmethod
     def parse(cls, text: str | None) -> TerminationSummary | None:
@@ -139,3 +164,46 @@ class TerminationSummary:
             return None
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def _cut_texts(s: TerminationSummary) -> TerminationSummary:
+    promotion = dict(s.promotion)
+    if "message" in promotion:
+        promotion["message"] = str(promotion["message"])[:512]
+    if isinstance(promotion.get("parts"), list):
+        promotion["parts"] = [{**p, "why": str(p.get("why", ""))[:160]} if isinstance(p, dict)
+                              else p for p in promotion["parts"]]
+    return replace(s, message=s.message[:1024], data_quality_message=s.data_quality_message[:512],
+                   artifact_uri=s.artifact_uri[:1024], promotion=promotion)
+
+
+def _without_why(s: TerminationSummary) -> TerminationSummary:
+    s = _cut_texts(s)
+    parts = s.promotion.get("parts")
+    if not isinstance(parts, list):
+        return s
+    return replace(s, promotion={**s.promotion, "parts": [
+        {k: v for k, v in p.items() if k != "why"} if isinstance(p, dict) else p
+        for p in parts]})
+
+
+def _without_metrics(s: TerminationSummary) -> TerminationSummary:
+    return replace(_without_why(s), metrics={})
+
+
+def _without_parts(s: TerminationSummary) -> TerminationSummary:
+    s = _without_metrics(s)
+    return replace(s, promotion={k: v for k, v in s.promotion.items() if k != "parts"})
+
+
+def _bare(s: TerminationSummary) -> TerminationSummary:
+    s = _without_parts(s)
+    return replace(s, message=s.message[:512], data_quality_message=s.data_quality_message[:256],
+                   artifact_uri=s.artifact_uri[:512], mlflow_run_id=s.mlflow_run_id[:64],
+                   reason=s.reason[:128], promotion={
+                       k: str(v)[:64] for k, v in s.promotion.items()
+                       if k in ("verdict", "reason")})
+
+
+_SHORTER = (_cut_texts, _without_why, _without_metrics, _without_parts, _bare)
+"""Ever shorter forms of a summary, tried in order by `TerminationSummary.to_message`."""

@@ -27,6 +27,7 @@ from tailor_contract.common import (
 Task = Literal["text-classification", "image-classification", "custom"]
 ZERO_SHOT_LABEL = "{label}"
 MAX_ADDITIONAL_URIS = 16  # maxItems of spec.data.additionalUris in crds/trainingjobs.yaml
+MAX_PRODUCTION_URIS = 16  # maxItems of spec.data.productionUris
 TASK_TEXT_CLASSIFICATION = "text-classification"
 TASK_IMAGE_CLASSIFICATION = "image-classification"
 TASK_CUSTOM = "custom"
@@ -91,6 +92,8 @@ class Columns(ApiModel):
     annotators: Annotated[list[ColumnName], Field(min_length=2, max_length=32), Unique] | None = (
         None
     )
+    timestamp: ColumnName = "timestamp"
+    """When each row of data.productionUris was predicted; orders the recent holdout."""
 
     @model_validator(mode="after")
     def _distinct(self) -> Columns:
@@ -171,6 +174,11 @@ class Data(ApiModel):
         Annotated[list[DataUri], Field(max_length=MAX_ADDITIONAL_URIS), Unique] | None
     ) = None
     """Read after ``uri``, same format and columns; never part of the test set."""
+    production_uris: (
+        Annotated[list[DataUri], Field(max_length=MAX_PRODUCTION_URIS), Unique] | None
+    ) = None
+    """Labelled production examples with a ``columns.timestamp``: read last, never part of the
+    test set; their most recent part is the recent holdout (``evaluation.recentHoldout``)."""
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     columns: Columns = Field(default_factory=Columns)
     labels: (
@@ -188,11 +196,17 @@ class Data(ApiModel):
     def _additional_is_additional(self) -> Data:
         if self.additional_uris is not None and self.uri in self.additional_uris:
             raise ValueError("data.additionalUris must not repeat data.uri")
+        production = self.production_uris or []
+        if self.uri in production:
+            raise ValueError("data.productionUris must not repeat data.uri")
+        if any(uri in (self.additional_uris or []) for uri in production):
+            raise ValueError("data.productionUris must not repeat data.additionalUris")
         return self
 
     def uris(self) -> list[str]:
-        """``uri``, then ``additionalUris``, in the order the trainer reads them."""
-        return [self.uri, *(self.additional_uris or [])]
+        """``uri``, ``additionalUris``, then ``productionUris``: the order the trainer reads
+        them in."""
+        return [self.uri, *(self.additional_uris or []), *(self.production_uris or [])]
 
 
 class Hyperparameters(ApiModel):
@@ -271,13 +285,23 @@ class Tracking(ApiModel):
     experiment: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
 
+class RecentHoldout(ApiModel):
+    """The most recent labelled production examples, set aside to judge a retrain on."""
+
+    fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    min_examples: Annotated[int, Field(ge=1, le=1000000)] = 30
+
+
 class Evaluation(ApiModel):
-    """How the candidate is judged against the baselines on the locked test set."""
+    """How the candidate is judged: against the baselines on the locked test set and, for a
+    retrain, against the production model on the recent holdout."""
 
     metric: Metric = "accuracy"
     min_improvement: Fraction = 0.01
     significance_level: Annotated[float, Field(gt=0, le=0.5)] = 0.05
     bootstrap_samples: Annotated[int, Field(ge=100, le=100000)] = 1000
+    recent_holdout: RecentHoldout = Field(default_factory=RecentHoldout)
+    non_inferiority_margin: Annotated[float, Field(ge=0, le=0.5)] = 0.02
 
 
 class Promotion(ApiModel):

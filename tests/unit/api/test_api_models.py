@@ -367,3 +367,21 @@ def test_models_accept_read_only_mappings() -> None:
 
     spec = TrainingJobSpec.model_validate(MappingProxyType(CUSTOM))
     assert spec.command == CUSTOM["command"]
+
+
+def test_production_data_and_the_retrain_benchmarks_default_sensibly() -> None:
+    spec = TrainingJobSpec.model_validate(
+        {**TEXT, "data": {**TEXT["data"], "additionalUris": ["s3://data/extra.csv"],
+                          "productionUris": ["s3://data/production.parquet"]}})
+    assert spec.data is not None
+    # The order the trainer reads them in: curated, additional, production last.
+    assert spec.data.uris() == ["s3://data/news.csv", "s3://data/extra.csv",
+                                "s3://data/production.parquet"]
+    assert spec.data.columns.timestamp == "timestamp"
+    evaluation = spec.evaluation
+    assert (evaluation.recent_holdout.fraction, evaluation.recent_holdout.min_examples) == (0.3, 30)
+    assert evaluation.non_inferiority_margin == 0.02
+    with pytest.raises(ValidationError, match=r"productionUris must not repeat data\.additionalUris"):
+        TrainingJobSpec.model_validate({**TEXT, "data": {
+            **TEXT["data"], "additionalUris": ["s3://data/x.csv"],
+            "productionUris": ["s3://data/x.csv"]}})

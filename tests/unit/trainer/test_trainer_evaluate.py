@@ -1,4 +1,4 @@
-"""Evaluation: metrics, significance tests against scipy, the promotion verdict, the probe."""
+"""Evaluation: metrics, the paired significance tests against scipy, the probe, zero-shot."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 from tailor_contract import metrics
-from tailor_contract.trainingjob import Evaluation, Promotion
-from tailor_trainer import evaluate
+from tailor_contract.trainingjob import Evaluation
+from tailor_trainer import evaluate, significance
 from tailor_trainer.validate import scores_from_confusion
 
 
@@ -28,7 +28,7 @@ def test_exact_mcnemar_equals_the_two_sided_binomial_test() -> None:
     y = rng.integers(0, 3, 400)
     a = np.where(rng.random(400) < 0.9, y, (y + 1) % 3)
     b = np.where(rng.random(400) < 0.8, y, (y + 1) % 3)
-    result = evaluate.mcnemar_exact(y, a, b)
+    result = significance.mcnemar_exact(y, a, b)
     only_a, only_b = int(result["only_a"]), int(result["only_b"])
     expected = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
     assert result["p_value"] == pytest.approx(expected)
@@ -36,7 +36,7 @@ def test_exact_mcnemar_equals_the_two_sided_binomial_test() -> None:
 
 def test_identical_classifiers_are_not_significantly_different() -> None:
     y = np.array([0, 1, 0, 1])
-    assert evaluate.mcnemar_exact(y, y, y)["p_value"] == 1.0
+    assert significance.mcnemar_exact(y, y, y)["p_value"] == 1.0
 
 
 def test_paired_bootstrap_interval_brackets_the_observed_difference() -> None:
@@ -44,29 +44,12 @@ def test_paired_bootstrap_interval_brackets_the_observed_difference() -> None:
     y = rng.integers(0, 4, 300)
     a = np.where(rng.random(300) < 0.95, y, (y + 1) % 4)
     b = np.where(rng.random(300) < 0.7, y, (y + 1) % 4)
-    out = evaluate.paired_bootstrap_f1(y, a, b, 4, samples=500, alpha=0.05, seed=3)
-    observed = evaluate.macro_f1(y, a, 4) - evaluate.macro_f1(y, b, 4)
+    out = significance.paired_bootstrap_f1(y, a, b, 4, samples=500, alpha=0.05, seed=3)
+    observed = significance.macro_f1(y, a, 4) - significance.macro_f1(y, b, 4)
     assert out["ci_low"] < observed < out["ci_high"]
     assert out["ci_low"] > 0  # a is clearly better
-    same = evaluate.paired_bootstrap_f1(y, a, a, 4, samples=200, alpha=0.05, seed=3)
+    same = significance.paired_bootstrap_f1(y, a, a, 4, samples=200, alpha=0.05, seed=3)
     assert same["ci_low"] == same["ci_high"] == 0.0
-
-
-def comparison(improvement: float, p: float, name: str = "generic") -> evaluate.Comparison:
-    return evaluate.Comparison(name, "accuracy", 0.9, 0.9 - improvement, improvement, p, None,
-                               None, better=improvement >= 0.01, significant=p < 0.05)
-
-
-def test_verdicts() -> None:
-    ev, auto = Evaluation(), Promotion()
-    assert evaluate.decide([comparison(0.05, 0.001)], auto, ev).reason == "Promoted"
-    assert evaluate.decide([comparison(0.005, 0.001)], auto, ev).reason == "NotBetter"
-    assert evaluate.decide([comparison(0.05, 0.2)], auto, ev).reason == "NotSignificant"
-    both = [comparison(0.05, 0.001), comparison(0.05, 0.3, "production")]
-    verdict = evaluate.decide(both, auto, ev)
-    assert verdict.reason == "NotSignificant" and "production" in verdict.message
-    manual = evaluate.decide([comparison(0.05, 0.001)], Promotion(policy="Manual"), ev)
-    assert (manual.promote, manual.reason) == (False, "AwaitingApproval")
 
 
 def test_compare_macro_f1_uses_the_bootstrap() -> None:
@@ -75,7 +58,7 @@ def test_compare_macro_f1_uses_the_bootstrap() -> None:
     a = np.where(rng.random(300) < 0.95, y, (y + 1) % 3)
     b = np.where(rng.random(300) < 0.6, y, (y + 1) % 3)
     ev = Evaluation(metric="macro-f1", bootstrap_samples=300)
-    c = evaluate.compare("generic", y, a, b, 3, ev, seed=0)
+    c = significance.compare("generic", y, a, b, 3, ev, seed=0)
     assert c.ci_low is not None and c.ci_low > 0 and c.significant and c.better
 
 

@@ -129,3 +129,30 @@ def test_known_ids_leave_out_rows_that_repeat_an_id() -> None:
     # quality gate to report.
     assert kept == {"id": ["3", "", "4"], "text": ["b", "d", "e"]} and left_out == 2
     assert known.new_rows({"id": ["4", "5"]}, "id") == ({"id": ["5"]}, 1)
+
+
+def test_production_uris_are_read_last_with_their_timestamps(tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv")
+    (tmp_path / "extra.csv").write_text("id,text,label\n9,extra,a\n")
+    pq.write_table(pa.Table.from_pylist([{"id": "p1", "text": "prod", "label": "b",
+                                          "timestamp": "2026-11-01T00:00:00Z"}]),
+                   tmp_path / "a-production.parquet")
+    data = Data.model_validate({"uri": str(tmp_path / "d.csv"),
+                                "additionalUris": [str(tmp_path / "extra.csv")],
+                                "productionUris": [str(tmp_path / "a-production.parquet")],
+                                "columns": {"text": "text"}})
+    store = Store()
+    files = resolve_all(store, data)
+    assert [(f.source, f.additional, f.production) for f in files] == [
+        (0, False, False), (1, True, False), (2, True, True)]
+    columns = ColumnMap.from_spec(data)
+    assert columns.timestamp == "timestamp" and "timestamp" not in columns.names()
+    batches = list(iter_batches(store, files, columns, tmp_path / "work"))
+    assert [b["id"] for _, b in batches] == [["1", "2"], ["9"], ["p1"]]
+    assert "timestamp" not in batches[0][1]
+    assert batches[2][1]["timestamp"] == ["2026-11-01T00:00:00Z"]
+    missing = Data.model_validate({"uri": str(tmp_path / "d.csv"),
+                                   "productionUris": [str(tmp_path / "none")],
+                                   "columns": {"text": "text"}})
+    with pytest.raises(PermanentError, match=r"data.productionUris\[0\]"):
+        resolve_all(store, missing)

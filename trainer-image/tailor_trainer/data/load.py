@@ -10,6 +10,10 @@ DriftMonitor writes with the id, the model's input and the label). An id names o
 row of an additional URI whose id already occurred (in data.uri or an earlier additional URI)
 is left out (``KnownIds``), so the curated row wins and a test example can never come back
 into training under its own id.
+
+data.productionUris are read last, like additional URIs, and must also hold the timestamp
+column (data.columns.timestamp): the recent holdout is their most recent part
+(``tailor_trainer.data.holdout``). A production file without it fails the data-quality gate.
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ import pyarrow.parquet as pq
 from tailor_contract.trainingjob import Data
 from tailor_contract.uris import is_s3
 
-from tailor_trainer.errors import REASON_DATA_UNREADABLE, REASON_INVALID_SPEC, PermanentError
+from tailor_trainer.errors import (
+    REASON_DATA_UNREADABLE,
+    REASON_INVALID_SPEC,
+    DataQualityFailed,
+    PermanentError,
+)
 from tailor_trainer.storage import Store
 
 Format = Literal["csv", "jsonl", "parquet"]
@@ -46,7 +55,9 @@ class DataFile:
     uri: str
     format: Format
     source: int = 0
-    """0 for data.uri, i for data.additionalUris[i - 1]."""
+    """0 for data.uri, then one number per URI of additionalUris and productionUris, in order."""
+    production: bool = False
+    """A file of data.productionUris (which is additional too: never part of the test set)."""
 
     @property
     def additional(self) -> bool:
@@ -62,6 +73,8 @@ class ColumnMap:
     label: str
     group: str | None
     annotators: tuple[str, ...]
+    timestamp: str | None = None
+    """data.columns.timestamp when the spec has productionUris (read from those files only)."""
 
     @classmethod
     def from_spec(cls, data: Data) -> ColumnMap:
@@ -71,11 +84,18 @@ class ColumnMap:
             raise PermanentError(REASON_INVALID_SPEC, "data.columns.text or data.columns.image is "
                                  "required by the built-in recipes")
         return cls(id=cols.id, input=input_col, label=cols.label, group=cols.group,
-                   annotators=tuple(cols.annotators or ()))
+                   annotators=tuple(cols.annotators or ()),
+                   timestamp=cols.timestamp if data.production_uris else None)
 
     def required(self) -> list[str]:
         """The columns every file of data.additionalUris must have."""
         return list(dict.fromkeys([self.id, self.input, self.label]))
+
+    def names_of(self, file: DataFile) -> list[str]:
+        """The columns read from one file: a production file's timestamp too."""
+        if file.production and self.timestamp:
+            return list(dict.fromkeys([*self.names(), self.timestamp]))
+        return self.names()
 
     def names(self) -> list[str]:
         out = [self.id, self.input, self.label]
@@ -86,6 +106,8 @@ class ColumnMap:
 
     def field_of(self, column: str) -> str:
         roles = {self.id: "id", self.input: "text/image", self.label: "label"}
+        if self.timestamp:
+            roles[self.timestamp] = "timestamp"
         if self.group:
             roles[self.group] = "group"
         for name in self.annotators:
@@ -109,10 +131,18 @@ def resolve_files(store: Store, data: Data) -> list[DataFile]:
 
 
 def resolve_all(store: Store, data: Data) -> list[DataFile]:
-    """The files of data.uri, then those of each of data.additionalUris."""
-    return [file for source, uri in enumerate(data.uris())
-            for file in _resolve(store, uri, data.format, source,
-                                 f"data.additionalUris[{source - 1}]" if source else "data.uri")]
+    """The files of data.uri, then those of each of data.additionalUris and productionUris."""
+    fields = ["data.uri", *(f"data.additionalUris[{i}]" for i in range(len(
+        data.additional_uris or []))), *(f"data.productionUris[{i}]" for i in range(len(
+            data.production_uris or [])))]
+    return [file for source, (uri, field) in enumerate(zip(data.uris(), fields, strict=True))
+            for file in _resolve(store, uri, data.format, source, field)]
+
+
+def resolve_production(store: Store, data: Data) -> list[DataFile]:
+    """The files of data.productionUris alone (numbered as in `resolve_all`)."""
+    return [file for file in resolve_all(store, data) if file.production] if (
+        data.production_uris) else []
 
 
 def _resolve(store: Store, uri: str, declared: str, source: int, field: str) -> list[DataFile]:
@@ -128,7 +158,7 @@ def _resolve(store: Store, uri: str, declared: str, source: int, field: str) -> 
             continue
         fmt = _format_of(name, declared)
         if fmt is not None:
-            files.append(DataFile(obj.uri, fmt, source))
+            files.append(DataFile(obj.uri, fmt, source, field.startswith("data.productionUris")))
     if not files:
         where = "object or prefix" if is_s3(uri) else "file or directory"
         raise PermanentError(REASON_DATA_UNREADABLE,
@@ -151,19 +181,25 @@ def _check_columns(file: DataFile, present: list[str], columns: ColumnMap) -> li
     """The columns to read from this file (all of them must be there, except the optional
     ones of an additional file)."""
     needed = columns.required() if file.additional else columns.names()
+    if file.production and columns.timestamp and columns.timestamp not in present:
+        raise DataQualityFailed(
+            f"{file.uri}: production data without the timestamp column "
+            f"{columns.timestamp!r} (data.columns.timestamp); every row of data.productionUris "
+            "needs the time it was predicted, which decides the recent holdout. The file has "
+            f"{', '.join(repr(p) for p in present) or 'no columns'}", "failed: timestamps")
     missing = [c for c in needed if c not in present]
     if missing:
         what = ", ".join(f"{c!r} ({columns.field_of(c)})" for c in missing)
         raise PermanentError(REASON_DATA_UNREADABLE,
                              f"{file.uri}: missing column {what}; the file has "
                              f"{', '.join(repr(p) for p in present) or 'no columns'}")
-    return [c for c in columns.names() if c in present]
+    return [c for c in columns.names_of(file) if c in present]
 
 
 def _to_lists(batch: pa.RecordBatch | pa.Table, file: DataFile,
               columns: ColumnMap) -> Batch:
     out: Batch = {}
-    for name in columns.names():
+    for name in columns.names_of(file):
         if name not in batch.schema.names:  # an optional column of an additional file
             out[name] = [None] * batch.num_rows
             continue
@@ -188,7 +224,7 @@ def _batches_of(path: Path, file: DataFile, columns: ColumnMap) -> Iterator[Batc
             read_options=pacsv.ReadOptions(block_size=1 << 22),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns.names()},
+                column_types={c: pa.string() for c in columns.names_of(file)},
                 strings_can_be_null=True,
             ),
         )

@@ -64,6 +64,8 @@ class QualityReport:
     data_fingerprint: str = ""
     additional: dict[str, Any] | None = None
     """data.additionalUris: the URIs, rows read and rows left out (ids already known)."""
+    production: dict[str, Any] | None = None
+    """data.productionUris: the same counts, and the rows held out as the recent holdout."""
 
     @property
     def failures(self) -> list[Finding]:

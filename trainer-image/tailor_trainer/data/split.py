@@ -17,13 +17,17 @@ Rows of data.additionalUris (e.g. labelled production examples folded into a ret
 enter the test set, locked or not: the test set is drawn from data.uri alone, so a retrain is
 judged on the same benchmark as the model it may replace. They are divided between training
 and validation by the same hash, and held out when their group is a locked test group.
+
+Rows of data.productionUris are additional rows too, except the recent holdout
+(`tailor_trainer.data.holdout`): those go to the part `recent`, read once at evaluation, and
+any other row of a held-out row's group is held out, so that nothing of it trains or validates.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,7 +35,7 @@ from tailor_contract.trainingjob import Split
 
 from tailor_trainer.errors import REASON_TEST_SET_CHANGED, PermanentError
 
-Part = Literal["train", "validation", "test", "held-out"]
+Part = Literal["train", "validation", "test", "held-out", "recent"]
 MANIFEST_FORMAT = 1
 
 
@@ -101,15 +105,22 @@ class LockedTestSet:
 class Splitter:
     """Assigns each example to a part, with or without a locked test set."""
 
-    def __init__(self, split: Split, locked: LockedTestSet | None) -> None:
+    def __init__(self, split: Split, locked: LockedTestSet | None,
+                 recent_ids: Collection[str] = (), recent_groups: Collection[str] = ()) -> None:
         self.split = split
         self.locked = locked
+        self.recent_ids = recent_ids
+        self.recent_groups = recent_groups
         self._salt = f"tailor-split:{split.seed}"
         self._val_share = split.validation / (1.0 - split.test)
 
-    def assign(self, example_id: str, group: str | None, *, additional: bool = False) -> Part:
-        """The part of one example; ``additional`` for a row of data.additionalUris."""
+    def assign(self, example_id: str, group: str | None, *, additional: bool = False,
+               production: bool = False) -> Part:
+        """The part of one example; ``additional`` for a row of data.additionalUris or
+        data.productionUris, ``production`` (with it) for one of data.productionUris."""
         key = group if group else example_id
+        if production and example_id in self.recent_ids:
+            return "recent"
         if self.locked is not None:
             if example_id in self.locked.ids:
                 # Only data.uri's copy of a test example is the test example.
@@ -118,6 +129,8 @@ class Splitter:
                 return "held-out"  # a new member of a test group would leak into training
         elif not additional and unit_hash(self._salt + ":test", key) < self.split.test:
             return "test"
+        if group and group in self.recent_groups:
+            return "held-out"  # would leak into the recent holdout
         if unit_hash(self._salt + ":validation", key) < self._val_share:
             return "validation"
         return "train"

@@ -1,6 +1,6 @@
 """What every stage of a run shares: the configuration, the process group, the store, scratch
 space, tracking, and what the stages learn on the way (the quality report, the locked test
-set, the label set)."""
+set, the recent holdout's plan, the label set)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from tailor_contract.trainingjob import Data, Model, TrainingJobSpec
 
 from tailor_trainer.config import ENV_WORK_DIR, RunConfig
+from tailor_trainer.data.holdout import RecentPlan
 from tailor_trainer.data.load import ColumnMap
 from tailor_trainer.data.quality import QualityReport
 from tailor_trainer.data.split import LockedTestSet
@@ -40,6 +41,8 @@ class RunContext:
     gate_passed: bool = False
     """Rank 0: the gate let the data through (its outcome then belongs in any summary)."""
     locked: LockedTestSet | None = None
+    recent: RecentPlan | None = None
+    """Which production rows are the recent holdout (every rank; None without productionUris)."""
     labels: list[str] = field(default_factory=list)
 
     @classmethod

@@ -1,7 +1,9 @@
 """Stage 1, data: one pass over the data, the quality gate and the locked test set.
 
 Every rank reads every row and assigns it itself (the split hash needs no coordination); each
-keeps only its shard of train/validation, rank 0 also the test rows and the gate's counts.
+keeps only its shard of train/validation, rank 0 also the test rows, the recent holdout's rows
+and the gate's counts. Which production rows are the recent holdout is decided first, from the
+production files alone (`tailor_trainer.data.holdout`), on every rank alike.
 The gate runs on rank 0 before anything is trained, and `data-quality.json` is written whether
 it passes or not. The test set is locked only after the gate passed and the base model and
 every input proved readable, so a bad configuration leaves nothing behind.
@@ -16,7 +18,15 @@ from typing import Any
 
 from tailor_contract import trainer_api, uris
 
-from tailor_trainer.data.load import Batch, KnownIds, iter_batches, resolve_all, resolve_files
+from tailor_trainer.data import holdout
+from tailor_trainer.data.load import (
+    Batch,
+    DataFile,
+    KnownIds,
+    iter_batches,
+    resolve_all,
+    resolve_files,
+)
 from tailor_trainer.data.quality import QualityGate, is_empty
 from tailor_trainer.data.split import (
     LockedTestSet,
@@ -44,6 +54,8 @@ class LocalData:
     val_label: list[str] = field(default_factory=list)
     test: list[tuple[str, str, str]] = field(default_factory=list)  # rank 0: id, text, label
     test_items: list[Any] = field(default_factory=list)  # rank 0: the test inputs, encoded
+    recent: list[tuple[str, str, str]] = field(default_factory=list)  # rank 0: the holdout
+    recent_items: list[Any] = field(default_factory=list)  # rank 0: its inputs, encoded
     counts: dict[str, int] = field(default_factory=dict)
     labels_seen: set[str] = field(default_factory=set)
     seen: dict[str, int] = field(default_factory=lambda: {"train": 0, "validation": 0})
@@ -58,38 +70,50 @@ def read_locked(ctx: RunContext) -> LockedTestSet | None:
 
 
 def read(ctx: RunContext) -> LocalData:
-    """The pass over data.uri and data.additionalUris: this rank's rows, rank 0's report."""
+    """The pass over data.uri, data.additionalUris and data.productionUris: this rank's rows,
+    rank 0's report. The recent holdout is planned first (a bad timestamp fails here)."""
     world, cols, data = ctx.world, ctx.columns, ctx.data
     files = resolve_all(ctx.store, data)
-    splitter = Splitter(data.split, ctx.locked)
+    ctx.recent = holdout.plan(ctx.store, data, ctx.spec.evaluation.recent_holdout, cols,
+                              ctx.work_dir, ctx.locked.ids if ctx.locked else ())
+    recent = ctx.recent
+    splitter = Splitter(data.split, ctx.locked, recent.ids if recent else (),
+                        recent.groups if recent else ())
     gate = QualityGate(data.quality, cols, data.labels) if world.is_main else None
-    local = LocalData(counts={"train": 0, "validation": 0, "test": 0, "held-out": 0})
-    # data.additionalUris: rows whose id already names an example are left out (load.py).
-    known = KnownIds() if data.additional_uris else None
-    additional_rows = left_out = 0
+    local = LocalData(counts={"train": 0, "validation": 0, "test": 0, "held-out": 0,
+                              "recent": 0})
+    # Additional and production rows whose id already names an example are left out (load.py).
+    known = KnownIds() if data.additional_uris or data.production_uris else None
+    extra = {"additional": [0, 0], "production": [0, 0]}  # rows kept, rows left out
     for file, batch in iter_batches(ctx.store, files, cols, ctx.work_dir):
         if known is not None:
             if file.additional:
                 batch, dropped = known.new_rows(batch, cols.id)
-                left_out += dropped
-                additional_rows += len(batch[cols.id])
+                counts = extra["production" if file.production else "additional"]
+                counts[0] += len(batch[cols.id])
+                counts[1] += dropped
             else:
                 known.add(batch, cols.id)
         if gate is not None:
             gate.add(batch, annotated=not file.additional)
-        _keep(ctx, local, splitter, batch, additional=file.additional)
+        _keep(ctx, local, splitter, batch, file)
     if gate is not None:
         report = gate.report()
-        report.split = {k: v for k, v in local.counts.items() if v or k != "held-out"}
-        if known is not None:
-            report.additional = {"uris": list(data.additional_uris or []),
-                                 "rows": additional_rows, "leftOut": left_out}
+        report.split = {k: v for k, v in local.counts.items()
+                        if v or k not in ("held-out", "recent")}
+        for name, uris_of in (("additional", data.additional_uris),
+                              ("production", data.production_uris)):
+            if uris_of:
+                setattr(report, name, {"uris": list(uris_of), "rows": extra[name][0],
+                                       "leftOut": extra[name][1]})
+        if report.production is not None:
+            report.production["recentHoldout"] = local.counts["recent"]
         ctx.quality = report
     return local
 
 
-def _keep(ctx: RunContext, local: LocalData, splitter: Splitter, batch: Batch, *,
-          additional: bool) -> None:
+def _keep(ctx: RunContext, local: LocalData, splitter: Splitter, batch: Batch,
+          file: DataFile) -> None:
     """Assign each usable row of a batch and keep what belongs to this rank."""
     world, cols = ctx.world, ctx.columns
     ids, texts, labels = batch[cols.id], batch[cols.input], batch[cols.label]
@@ -101,11 +125,11 @@ def _keep(ctx: RunContext, local: LocalData, splitter: Splitter, batch: Batch, *
         label = label.strip()
         local.labels_seen.add(label)
         part: Part = splitter.assign(example_id, None if is_empty(group) else group,
-                                     additional=additional)
+                                     additional=file.additional, production=file.production)
         local.counts[part] += 1
-        if part == "test":
+        if part in ("test", "recent"):
             if world.is_main:
-                local.test.append((example_id, text, label))
+                (local.test if part == "test" else local.recent).append((example_id, text, label))
         elif part in local.seen:
             owner = local.seen[part] % world.size
             local.seen[part] += 1
@@ -121,6 +145,7 @@ def encode(recipe: Recipe, local: LocalData) -> tuple[list[Any], list[Any]]:
     validation items; the test rows' are kept in `local` for the end."""
     train_items, val_items = recipe.encode(local.train_text), recipe.encode(local.val_text)
     local.test_items = recipe.encode([t for _, t, _ in local.test])
+    local.recent_items = recipe.encode([t for _, t, _ in local.recent])
     return train_items, val_items
 
 
@@ -183,6 +208,16 @@ def test_digests(recipe: Recipe, local: LocalData) -> dict[str, str]:
     """Each test example's content digest, covering its input as the recipe read it."""
     return {i: content_digest(i, recipe.content(value, item), y)
             for (i, value, y), item in zip(local.test, local.test_items, strict=True)}
+
+
+def recent_manifest(ctx: RunContext, recipe: Recipe, local: LocalData) -> dict[str, Any] | None:
+    """recent-holdout.json (rank 0): the held-out ids with their content digests, covering the
+    input as the recipe read it, and the counts; None without data.productionUris."""
+    if ctx.recent is None:
+        return None
+    digests = {i: content_digest(i, recipe.content(value, item), y)
+               for (i, value, y), item in zip(local.recent, local.recent_items, strict=True)}
+    return ctx.recent.manifest(digests, ctx.cfg.run_id)
 
 
 def _test_groups(ctx: RunContext, local: LocalData) -> set[str]:

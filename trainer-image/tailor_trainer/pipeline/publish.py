@@ -2,9 +2,11 @@
 
 Under the run's prefix: `model/`, `metrics.json`, `reference-profile.json` (the validation
 split as the DriftMonitor will compare production with), `data-quality.json` (again, so that the
-manifest covers it), `model-card.md` and its confusion matrix, and `manifest.json` with
-the SHA-256 and size of each, written last: a run with a manifest is complete. Promotion then
-copies the model to its production place and replaces the pointer in one PUT.
+manifest covers it), `recent-holdout.json` (with production data), `model-card.md` and its
+confusion matrix, and `manifest.json` with the SHA-256 and size of each, written last: a run
+with a manifest is complete. Promotion then copies the model to its production place, replaces
+the pointer in one PUT and moves the MLflow registry alias (`promote_run`: the one promotion
+path, which a person's approval takes too, through `tailor_trainer.promote`).
 
 A restarted group whose run already has its manifest trains nothing: it re-does an
 interrupted promotion and reports again (`completed`, `finish_completed`).
@@ -24,6 +26,7 @@ from tailor_contract.trainer_api import (
     ARTIFACT_METRICS,
     ARTIFACT_MODEL_CARD,
     ARTIFACT_MODEL_DIR,
+    ARTIFACT_RECENT_HOLDOUT,
     ARTIFACT_REFERENCE_PROFILE,
 )
 
@@ -66,37 +69,70 @@ def profile_inputs(ctx: RunContext, recipe: Recipe, local: LocalData, val: Shard
 
 
 def publish(ctx: RunContext, recipe: Recipe, model: Any, metrics: dict[str, Any],
-            profile: ProfileInputs) -> None:
+            profile: ProfileInputs, holdout: dict[str, Any] | None = None) -> None:
     """Upload the model and the documents, the manifest last, then promote on the verdict.
 
-    `metrics` gains `promotedModelUri` and `registeredVersion` when the model is promoted.
+    `holdout` is recent-holdout.json's content (None without production data). `metrics`
+    gains `promotedModelUri` and `registeredVersion` when the model is promoted.
     """
     cfg = ctx.cfg
     out = ctx.work_dir / "out"
     model_dir = out / ARTIFACT_MODEL_DIR
     recipe.save(model, model_dir, ctx.labels)
+    ctx.tracker.log_model(model_dir, ctx.spec.task, ctx.labels)
     model_files = artifacts.upload_dir(ctx.store, model_dir,
                                        uris.join(cfg.artifact_uri, ARTIFACT_MODEL_DIR))
     files = {f"{ARTIFACT_MODEL_DIR}/{k}": v for k, v in model_files.items()}
-    for name, data in _documents(ctx, metrics, profile).items():
+    documents = _documents(ctx, metrics, profile)
+    if holdout is not None:
+        documents[ARTIFACT_RECENT_HOLDOUT] = json.dumps(holdout, indent=1).encode()
+    for name, data in documents.items():
         (out / name).write_bytes(data)
         ctx.store.put_bytes(uris.join(cfg.artifact_uri, name), data)
         files[name] = {"sha256": artifacts.sha256_bytes(data), "size": len(data)}
     ctx.tracker.metrics(metrics["training"]["steps"], flat_metrics(metrics))
-    ctx.tracker.artifacts(out)
+    ctx.tracker.artifacts(out, skip={ARTIFACT_MODEL_DIR})  # the MLflow model carries the weights
     artifacts.write_manifest(ctx.store, cfg.artifact_uri, files, {
         "runId": cfg.run_id, "model": cfg.model_name, "trainingJob": cfg.name,
         "namespace": cfg.namespace, "uid": cfg.uid, "mlflowRunId": ctx.tracker.mlflow_run_id,
     })
-    verdict = metrics["verdict"]
-    ctx.tracker.tags({"tailor.verdict": verdict["reason"]})
-    if verdict["promote"]:
-        target = artifacts.promote(ctx.store, cfg.model_uri, cfg.run_id, cfg.artifact_uri,
-                                   model_files, metrics)
-        version = ctx.tracker.register(cfg.model_name, target, ctx.spec.promotion.alias)
-        metrics["promotedModelUri"] = target
-        metrics["registeredVersion"] = version
+    ctx.tracker.tags(verdict_tags(metrics))
+    if metrics["verdict"]["promote"]:
+        promote_run(ctx, model_files, metrics)
     ctx.tracker.finish("FINISHED")
+
+
+def promote_run(ctx: RunContext, model_files: dict[str, dict[str, Any]],
+                metrics: dict[str, Any]) -> None:
+    """Promote this run: the model copied to its production place and the pointer flipped
+    (`artifacts.promote`), then a registered MLflow version with the alias moved to it.
+
+    The automatic verdict and a person's approval (`tailor_trainer.promote`) both come here, so
+    an approved model is promoted exactly as one the rule promoted. `metrics` gains
+    `promotedModelUri` and `registeredVersion`.
+    """
+    cfg = ctx.cfg
+    target = artifacts.promote(ctx.store, cfg.model_uri, cfg.run_id, cfg.artifact_uri,
+                               model_files, metrics)
+    version = ctx.tracker.register(cfg.model_name, target, ctx.spec.promotion.alias)
+    metrics["promotedModelUri"] = target
+    metrics["registeredVersion"] = version
+
+
+def model_files_of(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The model's files as `artifacts.upload_dir` listed them, from a run's manifest."""
+    prefix = f"{ARTIFACT_MODEL_DIR}/"
+    return {k[len(prefix):]: v for k, v in manifest.get("files", {}).items()
+            if k.startswith(prefix)}
+
+
+def verdict_tags(metrics: dict[str, Any]) -> dict[str, str]:
+    """The verdict as MLflow tags: its reason, and each part's outcome."""
+    tags = {"tailor.verdict": metrics["verdict"]["reason"]}
+    for part in (metrics.get("promotion") or {}).get("parts", []):
+        outcome = {True: "passed", False: "failed", None: "notApplicable"}[part.get("passed")]
+        tags[f"tailor.promotion.{part['benchmark']}.{part['against']}"] = outcome
+    return tags
 
 
 def _documents(ctx: RunContext, metrics: dict[str, Any],
@@ -125,14 +161,26 @@ def _documents(ctx: RunContext, metrics: dict[str, Any],
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The test numbers and comparisons as MLflow metrics."""
+    """The numbers of each benchmark, the comparisons and each part of the verdict as MLflow
+    metrics (`promotion_<benchmark>_<against>_<number>`)."""
     flat: dict[str, float] = {}
-    for name, result in metrics["test"].items():
-        for key in ("accuracy", "macro-f1", "calibration_error"):
-            flat[f"test_{name}_{key.replace('-', '_')}"] = float(result[key])
+    recent = (metrics.get("recentHoldout") or {}).get("test", {})
+    for prefix, results in (("test", metrics["test"]), ("recent", recent)):
+        for name, result in results.items():
+            for key in ("accuracy", "macro-f1", "calibration_error"):
+                flat[f"{prefix}_{name}_{key.replace('-', '_')}"] = float(result[key])
     for c in metrics["comparisons"]:
         flat[f"improvement_over_{c['baseline']}"] = float(c["improvement"])
         flat[f"p_value_vs_{c['baseline']}"] = float(c["p_value"])
+    for part in (metrics.get("promotion") or {}).get("parts", []):
+        name = f"promotion_{part['benchmark']}_{part['against']}"
+        for key, metric in (("candidate", "candidate"), ("other", "other"),
+                            ("improvement", "improvement"), ("pValue", "p_value"),
+                            ("examples", "examples")):
+            if isinstance(part.get(key), int | float) and not isinstance(part[key], bool):
+                flat[f"{name}_{metric}"] = float(part[key])
+        if part.get("passed") is not None:
+            flat[f"{name}_passed"] = float(bool(part["passed"]))
     return flat
 
 
@@ -152,10 +200,6 @@ def finish_completed(ctx: RunContext, done: Completed) -> None:
         pointer = artifacts.production_model(ctx.store, cfg.model_uri)
         if pointer is None or pointer.get("runId") != cfg.run_id:
             manifest = artifacts.read_manifest(ctx.store, cfg.artifact_uri) or {}
-            prefix = f"{ARTIFACT_MODEL_DIR}/"
-            model_files = {k[len(prefix):]: v for k, v in manifest.get("files", {}).items()
-                           if k.startswith(prefix)}
-            artifacts.promote(ctx.store, cfg.model_uri, cfg.run_id, cfg.artifact_uri,
-                              model_files, done.metrics)
+            promote_run(ctx, model_files_of(manifest), done.metrics)
     log.info("run %s is already complete; nothing to train", cfg.run_id)
 
