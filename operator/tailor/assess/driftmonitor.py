@@ -9,7 +9,11 @@ run, `alerted` for a firing alert. The controller reads the inputs and applies t
 A retrain is recorded in status (`status.lastRetrain`, `retrainCount`, the `Retraining`
 condition) in one place, `_retraining`, whichever trigger started it; the controller writes that
 status (guarded by resourceVersion) before it creates the TrainingJob, so a restarted operator
-finds the record and creates the same name again (`_recorded_but_missing`).
+finds the record and creates the same name again (`_recorded_but_missing`). The cooldown runs
+from that record's time, whatever was promoted since.
+
+What a check compared with (the run the production pointer names, and since when:
+`tailor.assess.drift_reference`) is recorded as `status.profileUri` and `status.reference`.
 
 Conditions (documented in docs/operator.md): Ready (the last check ran), Reconciling, Stalled
 (an invalid spec or a missing Secret), DriftDetected, AccuracyBelowThreshold and Retraining.
@@ -23,16 +27,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tailor_contract import clock, names, uris
+from tailor_contract import clock, names
 from tailor_contract import constants as c
 from tailor_contract.common import parse_duration
 from tailor_contract.driftmonitor import DriftMonitorSpec, RetrainTrigger
-from tailor_contract.trainer_api import ARTIFACT_REFERENCE_PROFILE
 
 from tailor.assess.conditions import Event, find, is_true, upsert
 from tailor.assess.drift_status import check_status
 
 if TYPE_CHECKING:
+    from tailor.assess.drift_reference import Reference
     from tailor.drift.result import CheckResult
 
 Obj = dict[str, Any]
@@ -141,33 +145,18 @@ def due(body: Obj, now: datetime.datetime) -> bool:
     return now - clock.parse(last) >= interval
 
 
-def reference_profile_uri(spec: DriftMonitorSpec, source: Obj | None) -> str | Failure:
-    """Where the reference profile is: the spec's, or the monitored TrainingJob's (`source`)."""
-    if spec.model.profile_uri:
-        return spec.model.profile_uri
-    if source is None:
-        return Failure(c.REASON_TRAININGJOB_NOT_FOUND,
-                       f"TrainingJob {spec.model.training_job!r} not found")
-    artifacts = (source.get("status") or {}).get("artifacts") or {}
-    uri = artifacts.get("referenceProfileUri") or (
-        uris.join(artifacts["runUri"], ARTIFACT_REFERENCE_PROFILE) if artifacts.get("runUri")
-        else None)
-    if not uri:
-        return Failure(c.REASON_PROFILE_NOT_FOUND,
-                       f"TrainingJob {spec.model.training_job!r} has no reference profile yet "
-                       f"(it has not succeeded)")
-    return str(uri)
-
-
-def checked(body: Obj, spec: DriftMonitorSpec, result: CheckResult, profile_uri: str,
+def checked(body: Obj, spec: DriftMonitorSpec, result: CheckResult, reference: Reference,
             retrains: Retrains, now: datetime.datetime) -> Decision:
-    """The decision after a check ran: status, conditions, events and the retrain to start."""
+    """The decision after a check ran: status, conditions, events and the retrain to start.
+    `reference` is what the check compared with (tailor.assess.drift_reference)."""
     s = _Status(body, now)
     s.new |= check_status(result)
     s.new["lastCheckTime"] = s.stamp
-    s.new["profileUri"] = profile_uri
+    s.new["profileUri"] = reference.profile_uri
+    s.new["reference"] = reference.status()
     s.condition(c.CONDITION_READY, True, c.REASON_CHECKED,
-                f"checked {result.predictions} predictions, {result.labeled} labelled")
+                f"checked {result.predictions} predictions, {result.labeled} labelled"
+                + reference.since(result.window_start))
     s.condition(c.CONDITION_STALLED, False, c.REASON_CHECKED, "")
     s.condition(c.CONDITION_RECONCILING, False, c.REASON_CHECKED, "")
     _drift_condition(s, result)
@@ -177,8 +166,8 @@ def checked(body: Obj, spec: DriftMonitorSpec, result: CheckResult, profile_uri:
     blocked = _retraining(s, spec, trigger, retrains)
     s.phase()
     started = trigger if trigger is not None and blocked is None else None
-    return Decision(s.new, s.transition_events(), trigger=trigger, blocked=blocked,
-                    retrain=started or _recorded_but_missing(s, spec, retrains))
+    return Decision(s.new, _followed(s.old, reference) + s.transition_events(), trigger=trigger,
+                    blocked=blocked, retrain=started or _recorded_but_missing(s, spec, retrains))
 
 
 def failed(body: Obj, failure: Failure, now: datetime.datetime) -> Decision:
@@ -224,6 +213,19 @@ def alerted(body: Obj, spec: DriftMonitorSpec, alert: Obj, retrains: Retrains,
         return Decision(s.old, trigger=trigger, blocked=blocked, outcome=blocked)
     s.phase()
     return Decision(s.new, trigger=trigger, retrain=trigger)
+
+
+def _followed(old: Obj, reference: Reference) -> list[Event]:
+    """An Event when the checks start following a newly promoted model (not on the first
+    check: a new monitor has nothing to switch from)."""
+    before = old.get("profileUri")
+    if not before or before == reference.profile_uri or not reference.promoted_at:
+        return []
+    return [Event("Normal", c.REASON_PROMOTED,
+                  f"{reference.run_id} is in production since "
+                  f"{clock.format(reference.promoted_at)}: checks now compare with its "
+                  f"reference profile {reference.profile_uri} and count the predictions made "
+                  f"since then")]
 
 
 def _drift_condition(s: _Status, result: CheckResult) -> None:

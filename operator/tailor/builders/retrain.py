@@ -8,10 +8,12 @@ trigger as lineage (labels and the ``tailor.dev/trigger`` annotation).
 
 With ``retrain.includeProductionData``, the trigger window's labelled production examples are
 written to one object per retrain, ``<output>/<model>/production-data/<retrain>.parquet``, and
-named in the retrain's ``spec.data.additionalUris``. Its columns: the retrain's id and label
-columns (from the log's id and the ground truth's label), its text or image column, its group
-column and the reference profile's features, each copied from the prediction log under the same
-name.
+named in the retrain's ``spec.data.productionUris``: production data, which the trainer never
+puts in the locked test set and whose most recent rows it holds out to judge the retrain where
+production is now. Its columns: the retrain's id and label columns (from the log's id and the
+ground truth's label), its timestamp column (``data.columns.timestamp``: the prediction's time,
+which orders the rows for that holdout), its text or image column, its group column and the
+reference profile's features, each copied from the prediction log under the same name.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tailor_contract import clock, names
 from tailor_contract import constants as c
 from tailor_contract.common import parse_duration
 from tailor_contract.driftmonitor import DriftMonitorSpec, RetrainTrigger, annotation_text
-from tailor_contract.trainingjob import MAX_ADDITIONAL_URIS, TrainingJobSpec
+from tailor_contract.trainingjob import MAX_PRODUCTION_URIS, TrainingJobSpec
 
 if TYPE_CHECKING:
     from tailor.drift.production import ProductionColumns
@@ -86,7 +88,9 @@ class ProductionDataPlan:
     required: tuple[str, ...]
     """Inputs a row cannot be trained on without (the text or image column)."""
     present: tuple[str, ...]
-    """The retrain's additionalUris before the production data is added."""
+    """The retrain's productionUris before the production data is added."""
+    timestamp: str = "timestamp"
+    """The retrain's data.columns.timestamp (the prediction's time is copied into it)."""
 
     def columns(self, features: Iterable[str]) -> ProductionColumns:
         """The columns to write: the model's inputs, then the profile's `features`."""
@@ -96,7 +100,7 @@ class ProductionDataPlan:
             log_id=self.log_id, log_timestamp=self.log_timestamp, log_label=self.log_label,
             id=self.id, label=self.label,
             inputs=tuple(dict.fromkeys([*self.model_inputs, *features])),
-            required=self.required)
+            required=self.required, timestamp=self.timestamp)
 
 
 def production_data_plan(spec: DriftMonitorSpec, retrain: Obj, trigger: RetrainTrigger
@@ -113,13 +117,13 @@ def production_data_plan(spec: DriftMonitorSpec, retrain: Obj, trigger: RetrainT
         return None
     parsed = TrainingJobSpec.model_validate(job_spec)
     assert parsed.data is not None and parsed.output is not None
-    present = tuple(parsed.data.additional_uris or ())
+    present = tuple(parsed.data.production_uris or ())
     meta = retrain["metadata"]
     uri = names.production_data_uri(parsed.output.uri, meta["labels"][c.LABEL_MODEL],
                                     meta["name"])
-    if uri not in present and len(present) >= MAX_ADDITIONAL_URIS:
+    if uri not in present and len(present) >= MAX_PRODUCTION_URIS:
         return (f"production data not folded in: the template already names "
-                f"{MAX_ADDITIONAL_URIS} additional URIs")
+                f"{MAX_PRODUCTION_URIS} production URIs")
     end = clock.parse(trigger.window_end)
     start = clock.parse(trigger.window_start) if trigger.window_start else \
         end - parse_duration(spec.production.window)
@@ -130,19 +134,27 @@ def production_data_plan(spec: DriftMonitorSpec, retrain: Obj, trigger: RetrainT
         log_timestamp=log_columns.timestamp, log_label=log_columns.label, id=data_columns.id,
         label=data_columns.label,
         model_inputs=tuple(col for col in (model_input, data_columns.group) if col),
-        required=(model_input,) if model_input else (), present=present)
+        required=(model_input,) if model_input else (), present=present,
+        timestamp=data_columns.timestamp)
 
 
 def with_production_data(retrain: Obj, plan: ProductionDataPlan, rows: int, *,
                          skipped: int = 0, truncated: bool = False) -> tuple[Obj, str]:
-    """The retrain naming the `rows` written (none: nothing to name), their URI and count in its
-    lineage annotation; and a note for the RetrainCreated Event."""
+    """The retrain naming the `rows` written in its data.productionUris (none: nothing to
+    name), their URI and count in its lineage annotation; and a note for the RetrainCreated
+    Event. Naming is idempotent: the same plan twice names the object once."""
     out = copy.deepcopy(retrain)
     lineage: dict[str, Any] = {"rows": rows}
     if rows:
         lineage["uri"] = plan.uri
-        out["spec"]["data"]["additionalUris"] = [*(u for u in plan.present if u != plan.uri),
-                                                 plan.uri]
+        data = out["spec"]["data"]
+        data["productionUris"] = [*(u for u in plan.present if u != plan.uri), plan.uri]
+        # Production data is never read as additional (curated) data as well.
+        additional = [u for u in data.get("additionalUris") or () if u != plan.uri]
+        if additional:
+            data["additionalUris"] = additional
+        else:
+            data.pop("additionalUris", None)
     if truncated:
         lineage["truncated"] = True
     annotations = out["metadata"]["annotations"]

@@ -15,7 +15,11 @@ server's AlreadyExists stops a duplicate.
 
 With retrain.includeProductionData, the window's labelled production examples are written to one
 object per retrain (tailor.drift.production) before its TrainingJob is created, and named in its
-spec.data.additionalUris; the record keeps the window, so a restart writes the same object again.
+spec.data.productionUris; the record keeps the window, so a restart writes the same object again.
+
+Each check first reads the monitored model's production pointer (`production.json`): after a
+promotion it compares with the promoted run's reference profile and counts only the predictions
+made since the promotion (tailor.assess.drift_reference decides; this module reads).
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from tailor_contract import constants as c
 from tailor_contract.common import parse_duration
 from tailor_contract.driftmonitor import DriftMonitorSpec, RetrainTrigger
 
+from tailor.assess import drift_reference
 from tailor.assess import driftmonitor as assess
+from tailor.assess.drift_reference import Reference
 from tailor.assess.drift_status import check_settings
 from tailor.assess.driftmonitor import Decision, Failure, Retrains
 from tailor.builders.retrain import (
@@ -112,7 +118,7 @@ class DriftMonitorController:
             return
         started = time.monotonic()
         try:
-            result, profile_uri, source = self._observe(key[0], spec, now)
+            result, reference, source = self._observe(key[0], spec, now)
         except Exception as error:
             if isinstance(error, CheckError):
                 failure = error.failure
@@ -123,7 +129,7 @@ class DriftMonitorController:
             return
         finally:
             metrics.CHECK_SECONDS.observe(time.monotonic() - started)
-        decision = assess.checked(body, spec, result, profile_uri, self._retrains(key), now)
+        decision = assess.checked(body, spec, result, reference, self._retrains(key), now)
         _export(key, decision.status, result)
         try:
             patched = self.kube.patch_driftmonitor_status(body, decision.status)
@@ -136,16 +142,16 @@ class DriftMonitorController:
             self._create_retrain(body, spec, decision.retrain, source)
 
     def _observe(self, namespace: str, spec: DriftMonitorSpec, now: datetime.datetime
-                 ) -> tuple[CheckResult, str, Obj | None]:
-        """Run the check: the result, the profile's URI and the monitored TrainingJob."""
+                 ) -> tuple[CheckResult, Reference, Obj | None]:
+        """Run the check: the result, what it compared with and the monitored TrainingJob."""
         # The drift stack (numpy, scipy, pyarrow: about 150 MiB resident) is imported on the
         # first check, so an operator without DriftMonitors never carries it.
         from tailor.drift import read_log_batches, run_check
 
         store = self._storage(namespace, spec)
         source = self._source(namespace, spec)
-        profile_uri = self._profile_uri(spec, source)
-        profile = self._profile(profile_uri, store)
+        reference = self._reference(spec, source, store)
+        profile = self._profile(reference.profile_uri, store)
         filesystem = objectstore.filesystem(store)
         production = spec.production
         ground_truth = None
@@ -154,9 +160,10 @@ class DriftMonitorController:
                                             format=production.format, filesystem=filesystem)
         predictions = read_log_batches(production.predictions_uri, format=production.format,
                                        filesystem=filesystem)
+        start = reference.window_start(now, parse_duration(production.window))
         result = run_check(profile, predictions, ground_truth, check_settings(spec),
-                           window_start=now - parse_duration(production.window), window_end=now)
-        return result, profile_uri, source
+                           window_start=start, window_end=now)
+        return result, reference, source
 
     def _apply_failure(self, body: Obj, decision: Decision) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -185,11 +192,23 @@ class DriftMonitorController:
         return self.kube.get_trainingjob(namespace, spec.model.training_job)
 
     @staticmethod
-    def _profile_uri(spec: DriftMonitorSpec, source: Obj | None) -> str:
-        uri = assess.reference_profile_uri(spec, source)
-        if isinstance(uri, Failure):
-            raise CheckError(uri)
-        return uri
+    def _reference(spec: DriftMonitorSpec, source: Obj | None,
+                   store: objectstore.Storage) -> Reference:
+        """What to compare with: the production pointer, when there is one, names the run."""
+        at = drift_reference.pointer_uri(spec, source)
+        pointer: object = None
+        if at is not None:
+            try:
+                pointer = objectstore.read_json(at, store)
+            except objectstore.ObjectNotFound:
+                pointer = None  # nothing promoted yet
+            except ValueError as error:  # not JSON (UnicodeDecodeError is a ValueError too)
+                raise CheckError(drift_reference.invalid_pointer(at, f"not JSON ({error})")
+                                 ) from error
+        found = drift_reference.reference(spec, source, pointer, at)
+        if isinstance(found, Failure):
+            raise CheckError(found)
+        return found
 
     @staticmethod
     def _profile(uri: str, store: objectstore.Storage) -> ReferenceProfile:
@@ -238,7 +257,7 @@ class DriftMonitorController:
         from tailor.drift.production import write_window
 
         store = self._storage(namespace, spec)
-        profile = self._profile(self._profile_uri(spec, source), store)
+        profile = self._profile(self._reference(spec, source, store).profile_uri, store)
         filesystem = objectstore.filesystem(store)
         production = spec.production
         assert production.ground_truth_uri is not None

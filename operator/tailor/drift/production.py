@@ -1,10 +1,13 @@
 """A window's labelled production examples, as training data for a retrain.
 
 When a DriftMonitor retrains with ``retrain.includeProductionData``, the predictions of the
-check's window that have a ground-truth label become extra training rows: the model's inputs
-as logged, the label from the ground-truth log, and the prediction's id. The window and the
-join by id are the ones a check uses (``in_window``, ``LabelIndex.join``), so the retrain
-learns from exactly the examples whose accuracy triggered it.
+check's window that have a ground-truth label become the retrain's labelled production data:
+the model's inputs as logged, the label from the ground-truth log, the prediction's id and the
+prediction's time. The window and the join by id are the ones a check uses (``in_window``,
+``LabelIndex.join``), so the retrain learns from exactly the examples whose accuracy triggered
+it. The time is what the trainer orders the rows by to hold out the most recent ones and judge
+the retrain there (its recent holdout), so it is written in one unambiguous form (RFC 3339,
+UTC, microseconds) whatever form the log used, and a row without one is left out.
 
 Rows stream: each prediction batch is filtered, joined and appended to one Parquet object as a
 row group, so memory holds one batch, the labels (which the check holds too) and the ids
@@ -17,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -49,10 +54,17 @@ class ProductionColumns:
     """Inputs a row cannot be trained on without (the text or image column)."""
     log_label: str = "label"
     """The ground-truth log's label column."""
+    timestamp: str | None = None
+    """The training data's timestamp column (data.columns.timestamp of the retrain): the
+    prediction's time, from the log's ``log_timestamp``. None writes no time (and requires
+    none)."""
 
     def output_names(self) -> list[str]:
-        names = [self.id, *(c for c in self.inputs if c not in (self.id, self.label)),
-                 self.label]
+        """id, the inputs, the timestamp, the label (each once; the id, timestamp and label
+        columns are filled from the logs even when an input has the same name)."""
+        own = (self.id, self.timestamp, self.label)
+        names = [self.id, *(c for c in self.inputs if c not in own),
+                 *([self.timestamp] if self.timestamp else []), self.label]
         return list(dict.fromkeys(names))
 
 
@@ -61,8 +73,8 @@ class LabelledExamples:
     """Iterate to get the window's labelled rows as tables of strings (``output_names``).
 
     Counters fill in as the iteration goes: ``rows`` yielded, ``skipped`` labelled rows left out
-    (a required input missing or empty, or an id already written), ``truncated`` when
-    ``max_rows`` stopped it.
+    (a required input missing or empty, no timestamp when one is written, or an id already
+    written), ``truncated`` when ``max_rows`` stopped it.
     """
 
     predictions: Iterable[pa.RecordBatch | pa.Table]
@@ -84,7 +96,7 @@ class LabelledExamples:
             if self.truncated:
                 return
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-            table, _ = in_window(table, cols.log_timestamp, start, end)
+            table, micros = in_window(table, cols.log_timestamp, start, end)
             if table.num_rows == 0 or cols.log_id not in table.column_names:
                 continue
             rows, truth = self.labels.join(table[cols.log_id])
@@ -96,6 +108,8 @@ class LabelledExamples:
                 source = cols.log_id if name == cols.id else name
                 if name == cols.label:
                     out[name] = truth
+                elif name == cols.timestamp:
+                    out[name] = _rfc3339(None if micros is None else micros[rows], len(rows))
                 elif source in picked.column_names:
                     out[name] = _strings(picked[source])
                 else:
@@ -112,6 +126,8 @@ class LabelledExamples:
 
     def _keep(self, table: pa.Table, id_name: str, seen: set[str]) -> list[bool]:
         ok = pc.is_valid(table[id_name])
+        if self.columns.timestamp:
+            ok = pc.and_(ok, pc.is_valid(table[self.columns.timestamp]))
         for name in self.columns.required:
             value = table[name]
             ok = pc.and_(ok, pc.and_(pc.is_valid(value),
@@ -171,6 +187,16 @@ def write_window(predictions: Iterable[pa.RecordBatch | pa.Table],
                                 window_end=window_end, max_rows=max_rows)
     write_parquet(examples, uri, filesystem)
     return examples
+
+
+def _rfc3339(micros: npt.NDArray[np.int64] | None, n: int) -> pa.ChunkedArray:
+    """Times as RFC 3339 strings in UTC with microseconds (``2030-01-01T11:59:00.000000Z``);
+    null where the log had none (``epoch_micros`` marks those with int64's minimum)."""
+    if micros is None:
+        return pa.chunked_array([pa.nulls(n, pa.string())])
+    missing = micros == np.iinfo(np.int64).min
+    times = pa.array(micros, pa.timestamp("us", tz="UTC"), mask=missing)
+    return pa.chunked_array([pc.strftime(times, format="%Y-%m-%dT%H:%M:%SZ")])
 
 
 def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:

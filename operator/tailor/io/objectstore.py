@@ -2,9 +2,9 @@
 
 Credentials never appear in a spec: `storage` resolves the spec's `storage` block, reading the
 access key pair from the Secret it names (a `get` of that one Secret) and filling in the
-operator's default endpoint. `read_json` reads one object (the reference profile) with boto3;
-`s3_filesystem` gives the pyarrow filesystem that `tailor.drift` streams logs from and writes
-production data to.
+operator's default endpoint. `read_json` reads one object (the reference profile, the
+production pointer) with boto3; `s3_filesystem` gives the pyarrow filesystem that
+`tailor.drift` streams logs from and writes production data to.
 
 boto3 and pyarrow are imported on first use, with the rest of the drift stack: an operator
 without DriftMonitors never loads them.
@@ -63,7 +63,8 @@ def storage(kube: Kube, namespace: str, spec: StorageSpec, *,
 
 
 def read_json(uri: str, store: Storage) -> dict[str, Any]:
-    """One JSON object of the store; ObjectNotFound if there is none at `uri`."""
+    """One JSON object of the store; ObjectNotFound if there is none at `uri`, ValueError if it
+    is not JSON."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=store.endpoint, region_name=store.region,

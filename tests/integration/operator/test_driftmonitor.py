@@ -1,4 +1,5 @@
-"""The DriftMonitor on the real stack: logs in MinIO, checks, metrics, retrains, the alert path."""
+"""The DriftMonitor on the real stack: logs in MinIO, checks, metrics, retrains, the alert path,
+and following the production model after a promotion."""
 
 from __future__ import annotations
 
@@ -44,23 +45,27 @@ def s3_client(stack: StackHandle) -> Any:
                         aws_secret_access_key=stack.state.s3_secret_key)
 
 
-def write_reference(stack: StackHandle, bucket: str) -> str:
-    rng = np.random.default_rng(7)
+def write_reference(stack: StackHandle, bucket: str, run: str = "model/run-1", *, seed: int = 7,
+                    shift: float = 0.0) -> str:
+    """A run's reference profile (`shift`: trained where production moved to). The unit test
+    test_drift_false_alarms.py draws the same profiles."""
+    rng = np.random.default_rng(seed)
     n = 3000
     predictions = rng.choice(["sport", "tech"], n)
-    profile = build_reference_profile({"length": rng.normal(300, 40, n),
+    profile = build_reference_profile({"length": rng.normal(300 + 40 * shift, 40, n),
                                        "links": rng.poisson(2, n).astype(float)},
                                       predictions, classes=["sport", "tech"],
                                       labels=predictions)
-    s3_client(stack).put_object(Bucket=bucket, Key="model/run-1/reference-profile.json",
+    s3_client(stack).put_object(Bucket=bucket, Key=f"{run}/reference-profile.json",
                                 Body=json.dumps(profile.to_json()).encode())
-    return f"s3://{bucket}/model/run-1/reference-profile.json"
+    return f"s3://{bucket}/{run}/reference-profile.json"
 
 
 def write_window(stack: StackHandle, bucket: str, *, part: str, shift: float,
-                 accuracy: float, n: int = 800) -> dict[str, str]:
-    """Prediction logs (features shifted by `shift` standard deviations) and their labels,
-    `accuracy` of them matching the prediction; returns the labels by id.
+                 accuracy: float, n: int = 800, at: float | None = None) -> dict[str, str]:
+    """Prediction logs (features shifted by `shift` standard deviations; predicted at `at`,
+    else a minute ago) and their labels, `accuracy` of them matching the prediction; returns
+    the labels by id.
 
     Seeded by the part's name through crc32, the same in every process (hash() of a string is
     not: a healthy window then raised DriftDetected in about one run in twenty).
@@ -74,7 +79,8 @@ def write_window(stack: StackHandle, bucket: str, *, part: str, shift: float,
     actual = np.where(correct, predicted, np.where(predicted == "sport", "tech", "sport"))
     length = rng.normal(300 + 40 * shift, 40, n)
     links = rng.poisson(2, n).astype(float)
-    predictions = [{"id": f"{part}-{i}", "timestamp": now - 60, "length": float(length[i]),
+    predicted_at = now - 60 if at is None else at
+    predictions = [{"id": f"{part}-{i}", "timestamp": predicted_at, "length": float(length[i]),
                     "links": float(links[i]), "prediction": str(predicted[i])} for i in range(n)]
     labels = [{"id": f"{part}-{i}", "label": str(actual[i]), "timestamp": now - 30}
               for i in range(n)]
@@ -181,18 +187,21 @@ def test_a_shift_and_an_accuracy_drop_are_detected_and_retrain_once(
     # The production data: written before the job, named by it, the window's labelled rows.
     key = f"models/news/production-data/{job['metadata']['name']}.parquet"
     uri = f"s3://{bucket}/{key}"
-    assert job["spec"]["data"]["additionalUris"] == [uri]
+    assert job["spec"]["data"]["productionUris"] == [uri]
+    assert "additionalUris" not in job["spec"]["data"]
     assert job["spec"]["data"]["uri"] == f"s3://{bucket}/data/curated.csv"
     assert lineage["productionData"] == {"uri": uri, "rows": 800}
     assert triggered["productionData"] == {"uri": uri, "rows": 800}
     assert status["lastRetrain"]["windowEnd"] == lineage["windowEnd"]
     body = s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read()
     table = pq.read_table(io.BytesIO(body))
-    # The retrain's columns: its id and label, and the model's inputs (the profile's features).
-    assert table.column_names == ["id", "length", "links", "label"]
+    # The retrain's columns: its id and label, the model's inputs (the profile's features) and
+    # its timestamp column, when each was predicted (what orders its recent holdout).
+    assert table.column_names == ["id", "length", "links", "timestamp", "label"]
     rows = table.to_pylist()
     assert {r["id"]: r["label"] for r in rows} == truth
     assert all(float(r["length"]) > 0 for r in rows)
+    assert all(r["timestamp"].endswith("Z") for r in rows)
 
     samples = scrape(operator)
     labels = {"namespace": namespace, "monitor": "news"}
@@ -243,6 +252,63 @@ def test_a_missing_secret_stalls_the_monitor_with_a_clear_reason(
     assert condition(status, "Stalled")["reason"] == "SecretNotFound"
     assert "'s3'" in condition(status, "Stalled")["message"]
     assert retrains(stack, namespace, "nosecret") == []
+
+
+def write_pointer(stack: StackHandle, bucket: str, run: str, promoted_at: float) -> None:
+    """The production pointer as the trainer's promotion writes it (tailor_trainer.artifacts)."""
+    pointer = {"runId": run, "artifactUri": f"s3://{bucket}/models/news/runs/{run}/",
+               "modelUri": f"s3://{bucket}/models/news/production/{run}/model/", "files": {},
+               "metric": "accuracy", "promotedAt": promoted_at}
+    s3_client(stack).put_object(Bucket=bucket, Key="models/news/production.json",
+                                Body=json.dumps(pointer).encode())
+
+
+def test_after_a_promotion_the_monitor_follows_the_new_model(
+        stack: StackHandle, namespace: str, operator: OperatorProcess, bucket: str,
+        storage_secret: None) -> None:
+    # The monitored TrainingJob only names the model (suspended: nothing runs); its first run
+    # was promoted two hours ago, and production's accuracy has fallen since.
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "news"},
+        "spec": {"task": "custom", "workers": 1, "procsPerWorker": 1, "command": RETRAIN_COMMAND,
+                 "output": {"uri": f"s3://{bucket}/models"}, "runPolicy": {"suspend": True}}}))
+    first = write_reference(stack, bucket, "models/news/runs/run-1")
+    write_pointer(stack, bucket, "run-1", time.time() - 7200)
+    write_window(stack, bucket, part="bad", shift=0.0, accuracy=0.6)
+    spec = json.loads(monitor("follow", bucket, first, stack, ["AccuracyBelowThreshold"]))
+    spec["spec"]["model"] = {"trainingJob": "news"}
+    spec["spec"]["retrain"] = {"enabled": False}
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(spec))
+    status = eventually(lambda: (s := dm_status(stack, namespace, "follow")) and
+                        condition(s, "AccuracyBelowThreshold").get("status") == "True" and s,
+                        timeout=60, what="the check to find the first model's accuracy drop")
+    assert status["profileUri"] == first
+    followed_first = status.get("reference")
+
+    # A retrain trained where production moved to is promoted, with its own profile; the new
+    # model then serves the shifted feed well.
+    second = write_reference(stack, bucket, "models/news/runs/run-2", seed=8, shift=3.0)
+    promoted_at = time.time()
+    write_pointer(stack, bucket, "run-2", promoted_at)
+    write_window(stack, bucket, part="served", shift=3.0, accuracy=0.95, at=promoted_at + 1)
+    status = eventually(lambda: (s := dm_status(stack, namespace, "follow")) and
+                        s["profileUri"] == second and s["window"]["predictions"] == 800 and s,
+                        timeout=60, what="a check of the new model's predictions")
+    # Only the predictions since the promotion count: the old model's bad ones no longer do.
+    promoted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(promoted_at)))
+    assert status["window"]["start"] == promoted
+    below = condition(status, "AccuracyBelowThreshold")
+    assert (below["status"], below["reason"]) == ("False", "AccuracyOK")
+    assert status["accuracy"]["value"] > 0.9 and status["phase"] == "Healthy"
+    # The shifted inputs are what run-2 was trained on: no drift against its profile.
+    assert {f["name"]: f["drifted"] for f in status["features"]} == {"length": False,
+                                                                     "links": False}
+    assert "since run-2 was promoted" in condition(status, "Ready")["message"]
+    # Status says which run the checks compare with (CRD: status.reference).
+    assert followed_first == {"source": "ProductionPointer", "runId": "run-1",
+                              "promotedAt": (followed_first or {}).get("promotedAt")}
+    assert status["reference"] == {"source": "ProductionPointer", "runId": "run-2",
+                                   "promotedAt": promoted}
 
 
 @pytest.fixture

@@ -30,12 +30,13 @@ SETTINGS = CheckSettings(min_samples=200, min_labeled=100, accuracy_metric="accu
                          accuracy_threshold=0.8)
 
 
-def reference() -> ReferenceProfile:
-    """The integration test's reference profile (write_reference)."""
-    rng = np.random.default_rng(7)
+def reference(seed: int = 7, shift: float = 0.0) -> ReferenceProfile:
+    """The integration test's reference profile (write_reference): the first run's, or with
+    `shift` a promoted retrain's, trained where production had moved to."""
+    rng = np.random.default_rng(seed)
     n = 3000
     predictions = rng.choice(["sport", "tech"], n)
-    return build_reference_profile({"length": rng.normal(300, 40, n),
+    return build_reference_profile({"length": rng.normal(300 + 40 * shift, 40, n),
                                     "links": rng.poisson(2, n).astype(float)},
                                    predictions, classes=["sport", "tech"], labels=predictions)
 
@@ -108,6 +109,13 @@ def test_the_integration_tests_seeded_windows_are_what_they_claim():
         assert check(profile, named(part, shift=shift, accuracy=accuracy)).accuracy_alert
     assert check(profile, named("bad", shift=2.0, accuracy=0.55),
                  named("worse", shift=2.0, accuracy=0.5)).accuracy_alert
+    # After a promotion: the new model's window is healthy against its own run's profile
+    # (seed 8, trained on the shifted world) and would be drift against the first run's.
+    served = named("served", shift=3.0, accuracy=0.95)
+    promoted = check(reference(8, shift=3.0), served)
+    assert not promoted.drift_detected and not promoted.accuracy_alert
+    assert {f.name: f.drifted for f in check(profile, served).features} == {
+        "length": True, "links": False}
 
 
 @pytest.mark.parametrize("level", [0.01, 0.05, 0.1])

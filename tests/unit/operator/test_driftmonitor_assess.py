@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from tailor.assess import driftmonitor as assess
 from tailor.assess.conditions import find
+from tailor.assess.drift_reference import Reference
 from tailor.assess.drift_status import check_settings, check_status
 from tailor.assess.driftmonitor import Failure, Retrains
 from tailor.drift import CheckSettings, build_reference_profile, run_check
@@ -91,7 +92,8 @@ def message(status: dict[str, Any], kind: str) -> str:
 def checked(res: CheckResult, *, status: dict[str, Any] | None = None,
             retrains: dict[str, str | None] | None = None, now: datetime.datetime = NOW,
             **retrain: Any) -> assess.Decision:
-    return assess.checked(monitor(status), spec(**retrain), res, "s3://bkt/profile.json",
+    return assess.checked(monitor(status), spec(**retrain), res,
+                          Reference("s3://bkt/profile.json", "ProfileUri"),
                           Retrains(retrains or {}), now)
 
 
@@ -107,6 +109,7 @@ def test_a_healthy_check_is_ready_and_asks_for_nothing():
     assert condition(status, c.CONDITION_RETRAINING) == ("False", c.REASON_NOT_APPLICABLE)
     assert status["phase"] == "Healthy" and status["observedGeneration"] == 2
     assert status["lastCheckTime"] == STAMP and status["profileUri"] == "s3://bkt/profile.json"
+    assert status["reference"] == {"source": "ProfileUri", "runId": None, "promotedAt": None}
     assert status["window"]["end"] == STAMP and status["driftSummary"] == "0/2"
     assert decision.events == [] and decision.trigger is None and decision.retrain is None
     assert {cond["type"] for cond in status["conditions"]} == set(c.DRIFTMONITOR_CONDITIONS)
@@ -256,20 +259,6 @@ def test_a_failure_keeps_the_last_check():
     status = assess.failed(monitor(healthy), Failure(c.REASON_STORAGE_ERROR, "down"), NOW).status
     assert condition(status, c.CONDITION_DRIFT_DETECTED) == ("False", c.REASON_NO_DRIFT)
     assert status["phase"] == "Healthy" and status["features"] == healthy["features"]
-
-
-def test_the_profile_is_the_specs_or_the_monitored_jobs():
-    by_job = DriftMonitorSpec.model_validate({
-        "model": {"trainingJob": "news"},
-        "production": {"predictionsUri": "s3://bkt/logs/"}})
-    missing = assess.reference_profile_uri(by_job, None)
-    assert missing == Failure(c.REASON_TRAININGJOB_NOT_FOUND, "TrainingJob 'news' not found")
-    unfinished = assess.reference_profile_uri(by_job, {"status": {}})
-    assert isinstance(unfinished, Failure) and unfinished.reason == c.REASON_PROFILE_NOT_FOUND
-    run = {"status": {"artifacts": {"runUri": "s3://bkt/news/runs/run-1/"}}}
-    assert assess.reference_profile_uri(by_job, run) == \
-        "s3://bkt/news/runs/run-1/reference-profile.json"
-    assert assess.reference_profile_uri(spec(), None) == "s3://bkt/profile.json"
 
 
 def alert(fingerprint: str = "f1") -> dict[str, Any]:
