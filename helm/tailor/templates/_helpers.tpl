@@ -73,8 +73,8 @@ docs/operator.md ("RBAC it uses").
 - apiGroups: [tailor.dev]
   resources: [driftmonitors]
   verbs: [get, list, watch]
-# Worker groups: the Indexed Job of torchrun workers; watched for status, created, read, and
-# deleted (Foreground) on restart and suspend.
+# Worker groups (the Indexed Job of torchrun workers; watched for status, created, read, and
+# deleted (Foreground) on restart and suspend) and the promote Job of a manual approval.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]

@@ -14,7 +14,9 @@ Conditions (documented in docs/api.md and docs/operator.md):
   queued, since it proceeds without anyone's help); Stalled: True once Failed (kstatus, and so
   Flux, read these three);
 - DataQualityPassed and Promoted: Unknown until the trainer reports the data-quality gate and
-  the promotion verdict in its termination summary.
+  the promotion verdict in its termination summary; a verdict AwaitingApproval then follows
+  the approve/reject annotations (tailor.assess.approval), whose "promote" action runs the
+  promote Job.
 Every decision reads conditions; `phase` is written for humans and read by nothing here.
 """
 
@@ -30,7 +32,7 @@ from tailor_contract import constants as c
 from tailor_contract.trainer_api import TerminationSummary
 from tailor_contract.trainingjob import TrainingJobSpec
 
-from tailor.assess import workers
+from tailor.assess import approval, workers
 from tailor.assess.conditions import Event, find, is_true, reason_of, upsert
 from tailor.assess.workers import Failure, diagnose, worker_index
 from tailor.builders.trainingjob import ANNOTATION_ATTEMPT
@@ -38,7 +40,7 @@ from tailor.builders.trainingjob import ANNOTATION_ATTEMPT
 __all__ = ["JOB_UID_LABEL", "Action", "Decision", "Event", "Failure", "assess", "diagnose",
            "job_essence", "job_finished", "seconds_between", "worker_index"]
 
-Action = Literal["none", "create", "delete"]
+Action = Literal["none", "create", "delete", "promote"]
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
 
@@ -80,38 +82,6 @@ def job_essence(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
             bool((job.get("spec") or {}).get("suspend")),
             *(int(status.get(k, 0) or 0) for k in ("active", "ready", "succeeded", "failed")),
             finished)
-
-
-def _apply_summary(status: dict[str, Any], summary: TerminationSummary | None, metric: str,
-                   now: str) -> None:
-    """Copy what the trainer reported on success into status (metrics, verdict, artifacts)."""
-    if summary is None:
-        summary = TerminationSummary("Succeeded")  # a custom command need not write one
-    numbers = summary.metrics
-    fields = {"validation": trainer_api.SUMMARY_VALIDATION, "test": trainer_api.SUMMARY_TEST,
-              "baseline": trainer_api.SUMMARY_BASELINE,
-              "production": trainer_api.SUMMARY_PRODUCTION}
-    metrics: dict[str, Any] = {field: numbers[key] for field, key in fields.items()
-                               if key in numbers}
-    if metrics:
-        status["metrics"] = {"metric": metric, **metrics}
-        if trainer_api.SUMMARY_TEST_EXAMPLES in numbers:
-            status["metrics"]["testExamples"] = int(numbers[trainer_api.SUMMARY_TEST_EXAMPLES])
-    if summary.promoted is None:
-        status["promotion"] = {"verdict": c.REASON_NOT_APPLICABLE,
-                               "reason": c.REASON_NOT_APPLICABLE, "time": now}
-    else:
-        verdict = "Promoted" if summary.promoted else (
-            "AwaitingApproval" if summary.reason == c.REASON_AWAITING_APPROVAL else "Rejected")
-        status["promotion"] = {"verdict": verdict, "reason": summary.reason, "time": now}
-        if trainer_api.SUMMARY_IMPROVEMENT in numbers:
-            status["promotion"]["improvement"] = numbers[trainer_api.SUMMARY_IMPROVEMENT]
-        if trainer_api.SUMMARY_P_VALUE in numbers:
-            status["promotion"]["pValue"] = numbers[trainer_api.SUMMARY_P_VALUE]
-    if summary.artifact_uri:
-        status.setdefault("artifacts", {})["runUri"] = summary.artifact_uri
-    if summary.mlflow_run_id:
-        status["mlflowRunId"] = summary.mlflow_run_id
 
 
 class _Status:
@@ -287,7 +257,7 @@ def _create(s: _Status, spec: TrainingJobSpec) -> Decision:
 
 def _succeeded(s: _Status, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> Decision:
     reports = workers.summaries(pods)
-    _apply_summary(s.new, reports[0] if reports else None, spec.evaluation.metric, s.now)
+    workers.outcome(s.new, reports[0] if reports else None, spec.evaluation.metric, s.now)
     progress = s.new.get("progress")
     if progress and progress.get("totalSteps"):
         progress |= {"step": progress["totalSteps"], "percent": 100.0, "etaSeconds": 0,
@@ -339,14 +309,28 @@ def _in_progress(s: _Status, spec: TrainingJobSpec, job: dict[str, Any]) -> Deci
     return Decision("none", s.new, s.attempt, s.transition_events())
 
 
+def finished(body: dict[str, Any]) -> bool:
+    """The TrainingJob has succeeded or failed for good (its status says so)."""
+    conditions = (body.get("status") or {}).get("conditions")
+    return is_true(conditions, c.CONDITION_SUCCEEDED) or is_true(conditions, c.CONDITION_FAILED)
+
+
 def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | None,
-           pods: list[dict[str, Any]] | None, now: str) -> Decision:
+           pods: list[dict[str, Any]] | None, now: str, *,
+           promote_job: dict[str, Any] | None = None,
+           promote_pods: list[dict[str, Any]] | None = None) -> Decision:
     """Decide the next step for a TrainingJob. `pods` is needed only when `job` has finished
     (Complete or Failed); pass None otherwise and the decision asks for nothing about them.
-    `now` is an RFC 3339 time (tailor_contract.clock)."""
+    Once the job has finished, only manual approval remains: `promote_job` is its promote
+    Job when `approval.wants_promote_job(body)` (and `promote_pods` that Job's pods once it
+    finished). `now` is an RFC 3339 time (tailor_contract.clock)."""
     s = _Status(body, spec, now)
     if s.finished():
-        return Decision("none", s.new, s.attempt)
+        meta = body["metadata"]
+        after = approval.assess(meta["name"], meta["uid"], s.new, meta.get("annotations"),
+                                promote_job, promote_pods, s.generation, now)
+        return Decision("promote" if after.promote else "none", after.status, s.attempt,
+                        after.events)
     s.new.setdefault("runId", trainer_api.run_id(body["metadata"]["uid"]))
     if "triggeredBy" not in s.new and (lineage := _trigger_annotation(body)):
         s.new["triggeredBy"] = lineage

@@ -8,6 +8,7 @@ without finalizers is gone (see `diagnose` on lost nodes).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +34,13 @@ QUALITY_CONDITIONS: dict[str, tuple[bool, str, str]] = {
     trainer_api.QUALITY_FAILED: (False, c.REASON_DATA_QUALITY_FAILED,
                                  "the data-quality gate failed"),
 }
-# A verdict other than promotion, as the trainer's evaluation reports it.
-NOT_PROMOTED_REASONS = (c.REASON_NOT_BETTER, c.REASON_NOT_SIGNIFICANT,
-                        c.REASON_AWAITING_APPROVAL)
+# A verdict other than promotion, as the trainer's evaluation reports it (Regressed: a retrain
+# worse than production on the locked test set beyond the margin; Rejected: by a person).
+NOT_PROMOTED_REASONS = (c.REASON_NOT_BETTER, c.REASON_NOT_SIGNIFICANT, c.REASON_REGRESSED,
+                        c.REASON_AWAITING_APPROVAL, c.REASON_REJECTED, c.REASON_NOT_APPLICABLE)
+MESSAGE_LIMIT = 1024
+SHORT_FIELDS, SHORT_TEXT = ("benchmark", "against", "metric"), 64
+MAX_PARTS = 8  # recentHoldout, lockedTestSet, generic: room to spare, bounded all the same
 
 ConditionValue = tuple[bool | None, str, str]
 """A condition to set: status (None for Unknown), reason, message."""
@@ -155,11 +160,101 @@ def data_quality(reports: list[TerminationSummary],
     return None
 
 
+def verdict_report(summary: TerminationSummary | None) -> dict[str, Any] | None:
+    """The verdict the trainer reported in `TerminationSummary.promotion` (verdict, reason,
+    message, modelVersion, one part per benchmark), cleaned for status: None when the summary
+    has none (a custom task, an older trainer), so the flat `promoted`/`reason` fields decide.
+
+    The status patch must pass the API server's schema, or the whole patch is refused and the
+    job's outcome never recorded: numbers that are not finite (NaN from a metric of an empty
+    set, say) are dropped, a p-value is kept within [0, 1], a count is an integer, texts are
+    cut to their limits, and anything of the wrong shape is left out."""
+    report = summary.promotion if summary is not None else None
+    if not isinstance(report, dict) or report.get("verdict") not in c.PROMOTION_VERDICTS:
+        return None
+    clean: dict[str, Any] = {"verdict": report["verdict"]}
+    for key, limit in (("reason", 128), ("message", MESSAGE_LIMIT), ("modelVersion", 64)):
+        if isinstance(report.get(key), str | int) and not isinstance(report[key], bool) \
+                and str(report[key]):
+            clean[key] = str(report[key])[:limit]
+    parts = [_part(p) for p in report.get("parts") or [] if isinstance(p, dict)]
+    if parts:
+        clean["parts"] = parts[:MAX_PARTS]
+    return clean
+
+
+def _part(part: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark's comparison, as the status schema accepts it."""
+    clean: dict[str, Any] = {}
+    for key, value in part.items():
+        if isinstance(value, bool) or value is None:
+            clean[key] = value
+        elif isinstance(value, int | float) and math.isfinite(value):
+            if key == "pValue":
+                value = min(1.0, max(0.0, float(value)))
+            elif key == "examples":
+                value = max(0, int(value))
+            clean[key] = value
+        elif isinstance(value, str):
+            clean[key] = value[:SHORT_TEXT if key in SHORT_FIELDS else MESSAGE_LIMIT]
+    return clean
+
+
+def outcome(status: dict[str, Any], summary: TerminationSummary | None, metric: str,
+            now: str) -> None:
+    """Copy what the trainer reported on success into status: metrics, the promotion
+    verdict (with its parts) and where the artifacts are."""
+    if summary is None:
+        summary = TerminationSummary("Succeeded")  # a custom command need not write one
+    numbers = summary.metrics
+    fields = {"validation": trainer_api.SUMMARY_VALIDATION, "test": trainer_api.SUMMARY_TEST,
+              "baseline": trainer_api.SUMMARY_BASELINE,
+              "production": trainer_api.SUMMARY_PRODUCTION}
+    metrics: dict[str, Any] = {field: numbers[key] for field, key in fields.items()
+                               if key in numbers}
+    if metrics:
+        status["metrics"] = {"metric": metric, **metrics}
+        if trainer_api.SUMMARY_TEST_EXAMPLES in numbers:
+            status["metrics"]["testExamples"] = int(numbers[trainer_api.SUMMARY_TEST_EXAMPLES])
+    report = verdict_report(summary)
+    if report is not None:
+        status["promotion"] = {**report, "time": now}
+    elif summary.promoted is None:
+        status["promotion"] = {"verdict": c.REASON_NOT_APPLICABLE,
+                               "reason": c.REASON_NOT_APPLICABLE, "time": now}
+    else:
+        verdict = "Promoted" if summary.promoted else (
+            "AwaitingApproval" if summary.reason == c.REASON_AWAITING_APPROVAL else "Rejected")
+        status["promotion"] = {"verdict": verdict, "reason": summary.reason, "time": now}
+        if summary.message:
+            status["promotion"]["message"] = summary.message[:MESSAGE_LIMIT]
+    if summary.promoted is not None or report is not None:
+        for field, key in (("improvement", trainer_api.SUMMARY_IMPROVEMENT),
+                           ("pValue", trainer_api.SUMMARY_P_VALUE)):
+            if key in numbers and math.isfinite(numbers[key]):
+                status["promotion"][field] = numbers[key]
+    if summary.artifact_uri:
+        status.setdefault("artifacts", {})["runUri"] = summary.artifact_uri
+    if summary.mlflow_run_id:
+        status["mlflowRunId"] = summary.mlflow_run_id
+
+
 def promotion(summary: TerminationSummary | None, succeeded: bool) -> ConditionValue:
-    """The Promoted condition: the trainer's verdict, or NotApplicable when there is none (a
-    custom task's command reports none, and a failed run never reached one)."""
+    """The Promoted condition: the trainer's verdict (its reason and message, from
+    `TerminationSummary.promotion` when it reports one), or NotApplicable when there is none
+    (a custom task's command reports none, and a failed run never reached one)."""
     if not succeeded:
         return False, c.REASON_NOT_APPLICABLE, "the run failed before a promotion verdict"
+    report = verdict_report(summary)
+    if report is not None:
+        message = report.get("message", "")
+        if report["verdict"] == c.REASON_PROMOTED:
+            return True, c.REASON_PROMOTED, message or "the candidate was promoted"
+        reason = report.get("reason", "")
+        if reason in NOT_PROMOTED_REASONS:
+            return False, reason, message
+        return False, c.REASON_NOT_APPLICABLE, (f"not promoted ({reason or 'no reason'}): "
+                                                f"{message}")
     if summary is None or summary.promoted is None:
         return False, c.REASON_NOT_APPLICABLE, "the run reported no promotion verdict"
     if summary.promoted:

@@ -229,13 +229,19 @@ def _wait_for_worker_zero(image: str) -> dict[str, Any]:
     )
     return {"name": "wait-for-worker-0", "image": image, "command": ["python", "-c", script],
             "env": [{"name": "PET_RDZV_ENDPOINT", "value": "$(PET_RDZV_ENDPOINT)"}],
-            "securityContext": _container_security(),
+            "securityContext": container_security(),
             "terminationMessagePolicy": "FallbackToLogsOnError"}
 
 
-def _container_security() -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def pod_security() -> dict[str, Any]:
+    """The trainer image's non-root user, and the runtime's default seccomp profile."""
+    return {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _trainer_container(spec: TrainingJobSpec, env: list[dict[str, Any]], image: str
@@ -246,7 +252,7 @@ def _trainer_container(spec: TrainingJobSpec, env: list[dict[str, Any]], image: 
                   {"name": "metrics", "containerPort": trainer_api.METRICS_PORT}],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "tmp", "mountPath": "/tmp"}],
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -271,20 +277,23 @@ def _pod_spec(spec: TrainingJobSpec, job: JobRef, env: list[dict[str, Any]], ima
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec)}},
             {"name": "tmp", "emptyDir": {}},
         ],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID,
-                            "runAsGroup": TRAINER_UID, "fsGroup": TRAINER_UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security(),
         "enableServiceLinks": False,
     }
+    return pod_spec | placement(spec)
+
+
+def placement(spec: TrainingJobSpec) -> dict[str, Any]:
+    """Where the pods may run: priority class, node selector, tolerations, affinity."""
     scheduling = spec.scheduling
-    if scheduling is not None:
-        optional = {"priorityClassName": scheduling.priority_class_name,
-                    "nodeSelector": scheduling.node_selector,
-                    "tolerations": [t.model_dump(by_alias=True, exclude_none=True)
-                                    for t in scheduling.tolerations or []] or None,
-                    "affinity": scheduling.affinity}
-        pod_spec |= {k: v for k, v in optional.items() if v}
-    return pod_spec
+    if scheduling is None:
+        return {}
+    optional = {"priorityClassName": scheduling.priority_class_name,
+                "nodeSelector": scheduling.node_selector,
+                "tolerations": [t.model_dump(by_alias=True, exclude_none=True)
+                                for t in scheduling.tolerations or []] or None,
+                "affinity": scheduling.affinity}
+    return {k: v for k, v in optional.items() if v}
 
 
 def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef, *,

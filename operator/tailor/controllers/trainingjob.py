@@ -1,9 +1,11 @@
 """The TrainingJob controller: applies `tailor.assess.trainingjob.assess` to the cluster.
 
-Reconciles of one TrainingJob are serialized. Each writes the new status first, guarded by the
-object's resourceVersion, and only then acts (creates or deletes the worker Job): if the
-operator dies in between, the next reconcile reads that status and finishes the step, and a
-stale read can never roll the status back (the guarded patch conflicts and is redone).
+Reconciles of one TrainingJob are serialized. Each creates children first (deterministic
+names: creating one twice is harmless), then writes the new status, guarded by the object's
+resourceVersion, and only then deletes (a worker Job of a restart): if the operator dies in
+between, the next reconcile reads that status and finishes the step, and a stale read can never
+roll the status back (the guarded patch conflicts and is redone). A finished job's approval
+(tailor.assess.approval) starts the promote Job the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from tailor_contract import clock, names
 from tailor_contract import constants as c
 from tailor_contract.trainingjob import TrainingJobSpec
 
+from tailor.assess import approval
 from tailor.assess import trainingjob as lifecycle
 from tailor.assess.conditions import is_true, upsert
+from tailor.builders.promote import build_promote_job
 from tailor.builders.trainingjob import (
     INDEX_LABEL,
     JobRef,
@@ -149,13 +153,17 @@ class TrainingJobController:
             self._stall(body, f"the spec does not parse: {error.errors()[0]['msg']}")
             return
         written: tuple[str, str] | None = None
-        pods = None
-        if job is not None and lifecycle.job_finished(job):
-            pods = self.kube.list_pods(
-                key[0], f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
+        pods = self._pods(key, body, job)
+        promote_job, promote_pods = self._promote_job(key, body)
         now = clock.stamp()
-        decision = lifecycle.assess(body, spec, job, pods, now)
+        decision = lifecycle.assess(body, spec, job, pods, now, promote_job=promote_job,
+                                    promote_pods=promote_pods)
         status = decision.status
+        if decision.action == "promote":
+            # Like the worker Job: created before the status that records it, under a
+            # deterministic name, so a crash in between only repeats this step.
+            self.kube.create(build_promote_job(spec, raw_spec, ref,
+                                               image=spec.image or self.settings.trainer_image))
         if decision.action == "create":
             # Children first: creating them is idempotent (deterministic names), so a crash
             # before the status patch below only repeats this step. Both at once: neither
@@ -190,6 +198,33 @@ class TrainingJobController:
         if written is not None:
             self._written[key] = written
         self._seen_jobs[key] = lifecycle.job_essence(job)
+
+    def _pods(self, key: tuple[str, str], body: Obj, job: Obj | None) -> list[Obj] | None:
+        """The worker group's pods, read once its Job has finished (and only until the
+        TrainingJob has recorded the outcome)."""
+        if job is None or not lifecycle.job_finished(job) or lifecycle.finished(body):
+            return None
+        return self.kube.list_pods(key[0],
+                                   f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
+
+    def _promote_job(self, key: tuple[str, str], body: Obj
+                     ) -> tuple[Obj | None, list[Obj] | None]:
+        """The promote Job, read only while a run awaits approval and a decision was asked
+        for (rare: a finished job costs no read), with its pods once it has finished."""
+        if not approval.wants_promote_job(body):
+            return None, None
+        promote_job = self.kube.get_job(key[0], names.promote_job_name(key[1]))
+        if approval.job_state(promote_job, body["metadata"]["uid"]) not in ("succeeded",
+                                                                            "failed"):
+            return promote_job, None
+        assert promote_job is not None
+        return promote_job, self.kube.list_pods(
+            key[0], f"{lifecycle.JOB_UID_LABEL}={promote_job['metadata']['uid']}")
+
+    def promote_job_settled(self, job: Obj) -> bool:
+        """Whether a promote Job's event may change a decision: it finished (the Job
+        controller's other updates, its pod counts, change nothing the approval reads)."""
+        return approval.job_state(job, _owner_uid(job)) in ("succeeded", "failed")
 
     def _stall(self, body: Obj, message: str) -> None:
         status = dict(body.get("status") or {})
@@ -269,6 +304,11 @@ class TrainingJobController:
                                                          precondition=False)
             if patched is not None:
                 self._latest[key] = _newer(self._latest.get(key), slim(patched)) or slim(patched)
+
+
+def _owner_uid(job: Obj) -> str:
+    owners = job.get("metadata", {}).get("ownerReferences") or [{}]
+    return str(owners[0].get("uid", ""))
 
 
 def _outcome(status: Obj) -> str | None:

@@ -5,9 +5,11 @@ from what is observed now. Kopf keeps two in-memory indexes (TrainingJobs, worke
 their TrainingJob), so a reconcile needs no read of either. No handler needs a finalizer:
 children are owned, and the garbage collector removes them with the TrainingJob.
 
-Two filters, run on Kopf's event loop before a handler thread is taken, drop the updates that
-cannot change a decision: our own status patch coming back, and a worker Job update that leaves
-everything the controller reads unchanged (most of the Job controller's status updates). The
+Filters, run on Kopf's event loop before a handler thread is taken, drop the updates that
+cannot change a decision: our own status patch coming back, a worker Job update that leaves
+everything the controller reads unchanged (most of the Job controller's status updates), and a
+promote Job update before it has finished. Any other change of a TrainingJob passes, its
+annotations included: an approve or reject annotation is what manual approval acts on. The
 indexes are async for the same reason: a slim copy is cheaper than a hop to a thread.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 
 import kopf
 from tailor_contract.constants import (
+    COMPONENT_PROMOTE,
     COMPONENT_WORKERS,
     GROUP,
     LABEL_COMPONENT,
@@ -29,6 +32,7 @@ from tailor.io.k8s import slim
 from tailor.runtime import controller
 
 WORKER_JOBS = {LABEL_COMPONENT: COMPONENT_WORKERS, LABEL_TRAININGJOB: kopf.PRESENT}
+PROMOTE_JOBS = {LABEL_COMPONENT: COMPONENT_PROMOTE, LABEL_TRAININGJOB: kopf.PRESENT}
 
 
 @kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL)
@@ -90,3 +94,20 @@ def worker_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labe
     job = slim(body, keep_spec=False)
     controller().reconcile(parent, job,
                            unless=lambda: controller().job_seen(namespace, parent_name, job))
+
+
+def _promote_job_may_change(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    return type == "DELETED" or controller().promote_job_settled(body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=PROMOTE_JOBS, when=_promote_job_may_change)
+def promote_job_event(body: kopf.Body, namespace: str, labels: kopf.Labels,
+                      trainingjob_index: kopf.Index[tuple[str, str], dict[str, Any]],
+                      worker_job_index: kopf.Index[tuple[str, str], dict[str, Any]],
+                      **_: Any) -> None:
+    """A promote Job finished or went away: the approval it carries out may change."""
+    key = (namespace, labels[LABEL_TRAININGJOB])
+    parent = _one(trainingjob_index, key)
+    if parent is None or parent["metadata"].get("deletionTimestamp"):
+        return
+    controller().reconcile(parent, _one(worker_job_index, key))

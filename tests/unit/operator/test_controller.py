@@ -232,7 +232,7 @@ def test_the_operator_registers_no_handlers_that_need_kopfs_diff_base() -> None:
     registry = kopf.get_default_registry()
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
-    assert len(registry._watching.get_all_handlers()) == 2
+    assert len(registry._watching.get_all_handlers()) == 3
 
 
 def test_a_spec_the_operator_cannot_parse_stalls_with_invalid_spec(
@@ -289,3 +289,76 @@ def test_housekeeping_decides_from_conditions_not_phases(monkeypatch: pytest.Mon
     assert scraped == ["10.0.0.7"]
     assert (kube.get_trainingjob("ns", "running") or {})["status"]["progress"] == {"step": 3}
     assert kube.deleted == ["done", "failed"]
+
+
+# ------------------------------------------------------------------ manual approval
+
+def awaiting(kube: FakeKube, name: str = "m") -> Obj:
+    """A finished TrainingJob whose verdict awaits approval, as the API holds it."""
+    body = kube.add_trainingjob(name)
+    body["status"] = {"runId": "run-uid-m", "phase": "Succeeded", "observedGeneration": 1,
+                      "workers": {"restarts": 0, "desired": 1}, "conditions": [
+        {"type": kind, "status": value, "reason": reason, "message": "",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        for kind, value, reason in (("Succeeded", "True", "Completed"),
+                                    ("Failed", "False", "Completed"),
+                                    ("Promoted", "False", "AwaitingApproval"))],
+        "promotion": {"verdict": "AwaitingApproval", "reason": "AwaitingApproval"}}
+    kube.objects[("TrainingJob", "ns", name)] = copy.deepcopy(body)
+    return body
+
+
+def annotate(kube: FakeKube, name: str, annotations: dict[str, str]) -> Obj:
+    stored = kube.objects[("TrainingJob", "ns", name)]
+    stored["metadata"]["annotations"] = annotations
+    stored["metadata"]["resourceVersion"] = str(next(kube.versions))
+    return copy.deepcopy(stored)
+
+
+def test_an_approval_creates_one_promote_job_and_its_success_promotes(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    awaiting(kube)
+    controller.reconcile(annotate(kube, "m", {"tailor.dev/approve": "run-uid-m"}), None)
+    job = kube.get_job("ns", "m-promote")
+    assert job is not None and kube.calls.count("create Job") == 1
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == \
+        "tailor_trainer.promote"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-m"
+    body = kube.get_trainingjob("ns", "m")
+    assert body is not None and body["status"]["promotion"]["approval"]["decision"] == "Approved"
+    # Its echo, an operator restart (a fresh controller), and a running Job: nothing new.
+    controller.reconcile(body, None)
+    TrainingJobController(kube, OperatorSettings()).reconcile(
+        kube.get_trainingjob("ns", "m") or {}, None)
+    assert kube.calls.count("create Job") == 1
+    # The Job completes: its event reconciles the TrainingJob, now Promoted.
+    done = kube.objects[("Job", "ns", "m-promote")]
+    done["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    assert controller.promote_job_settled(done)
+    controller.reconcile(kube.get_trainingjob("ns", "m") or {}, None)
+    body = kube.get_trainingjob("ns", "m")
+    assert body is not None and body["status"]["promotion"]["verdict"] == "Promoted"
+    assert reason(body, "Promoted") == "Promoted"
+    controller._events.shutdown(wait=True)  # Events are posted off the reconcile's path
+    assert [call for call in kube.calls if call.startswith("event")] == [
+        "event Promoting", "event Approved"]
+
+
+def test_an_approval_naming_another_run_creates_nothing(
+        kube: FakeKube, controller: TrainingJobController) -> None:
+    awaiting(kube)
+    before = kube.get_trainingjob("ns", "m")
+    controller.reconcile(annotate(kube, "m", {"tailor.dev/approve": "run-other"}), None)
+    controller._events.shutdown(wait=True)
+    assert kube.calls == ["event ApprovalRefused"]  # no Job, no status patch
+    after = kube.get_trainingjob("ns", "m")
+    assert before is not None and after is not None and after["status"] == before["status"]
+
+
+def test_a_running_promote_jobs_updates_need_no_reconcile(
+        controller: TrainingJobController) -> None:
+    job: Obj = {"metadata": {"name": "m-promote", "ownerReferences": [{"uid": "u"}]},
+                "status": {"active": 1}}
+    assert not controller.promote_job_settled(job)
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    assert controller.promote_job_settled(job)

@@ -108,10 +108,34 @@ def scenarios() -> Iterator[dict[str, Any]]:
         yield assess(body(running), SPEC, complete, verdict(reason, promoted, quality),
                      NOW).status
     yield assess(body(running), SPEC, complete, [], NOW).status
+    regressed = TerminationSummary("Succeeded", c.REASON_REGRESSED, "worse on the locked set",
+                                   promoted=False, promotion={
+                                       "verdict": "Rejected", "reason": c.REASON_REGRESSED,
+                                       "message": "worse on the locked set"})
+    yield assess(body(running), SPEC, complete, [pod(0, 0, "Completed", regressed)],
+                 NOW).status
+    yield from _approvals(assess(body(running), SPEC, complete,
+                                 verdict(c.REASON_AWAITING_APPROVAL, False,
+                                         trainer_api.QUALITY_PASSED), NOW).status)
     suspended = assess(body(running), spec(suspend=True), job(active=2), None, NOW).status
     yield suspended
     yield assess(body(suspended), SPEC, None, None, LATER).status
     yield _stalled()
+
+
+def _approvals(awaiting: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A run awaiting approval, rejected, and approved then promoted by its promote Job."""
+    run = awaiting["runId"]
+    for annotation in (c.ANNOTATION_REJECT, c.ANNOTATION_APPROVE):
+        annotated = body(awaiting)
+        annotated["metadata"]["annotations"] = {annotation: run}
+        yield (decided := assess(annotated, SPEC, None, None, LATER).status)
+    promote_job = {"metadata": {"uid": "p", "ownerReferences": [{"uid": "abcdef0123"}]},
+                   "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    annotated = body(decided)
+    annotated["metadata"]["annotations"] = {c.ANNOTATION_APPROVE: run}
+    yield assess(annotated, SPEC, None, None, LATER, promote_job=promote_job,
+                 promote_pods=[]).status
 
 
 class _StatusOnly(Kube):
