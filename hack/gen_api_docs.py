@@ -113,8 +113,10 @@ such a Job) |
 `DataQualityWarnings` with the warnings in the message); False with `DataQualityFailed`; \
 Unknown with `Pending` until the trainer reports it, and with `NotApplicable` when a finished \
 run reported no gate (a custom task, or a failure before the gate ran) |
-| `Promoted` | the candidate was promoted (`Promoted`); False with `NotBetter`, \
-`NotSignificant`, `AwaitingApproval` (promotion policy Manual) or `NotApplicable` (no verdict: \
+| `Promoted` | the candidate was promoted (`Promoted`), by the rule or on approval; False with \
+`NotBetter`, `NotSignificant`, `Regressed` (a retrain not shown to be within \
+`evaluation.nonInferiorityMargin` of production on the locked test set), `AwaitingApproval` \
+(promotion policy Manual), `Rejected` (a person rejected it) or `NotApplicable` (no verdict: \
 a custom task, or a failed run); Unknown with `Pending` until the run ends |
 | `Ready` | the run succeeded and the operator has recorded its outcome |
 | `Reconciling` | the job is in progress: pending, queued, running or restarting (the reason \
@@ -135,6 +137,24 @@ DriftMonitor conditions:
 | `Retraining` | a retraining TrainingJob created by this monitor is running (`RetrainRunning`); \
 False with `RetrainSucceeded`, `RetrainFailed`, `CooldownActive`, `RetrainDisabled` |
 | `Reconciling`, `Stalled` | as for TrainingJob |
+
+**How a run is judged.** A first run must beat every baseline on the locked test set by
+`evaluation.minImprovement`, significantly. A retrain (a production model, and labelled
+production examples in `data.productionUris`) is judged where production is now: its most recent
+production examples (`evaluation.recentHoldout`) are held out from training and validation, and
+the retrain must beat the production model there by `minImprovement`, significantly; must not be
+worse than production on the locked test set beyond `evaluation.nonInferiorityMargin` (a
+one-sided paired test: the locked set, drawn before any drift, stays as the regression guard);
+and must still beat the generic baseline there. `status.promotion.parts` reports each of these
+with both models' metric, the improvement, the p-value, the examples and whether it passed
+(null when it did not apply, e.g. too few recent examples, with the counts in `why`). The
+reasoning is in [the trainer's documentation](trainer.md#how-a-model-is-judged).
+
+**Manual approval.** With `promotion.policy: Manual` a verdict that would promote waits as
+`AwaitingApproval`. Annotate the TrainingJob `tailor.dev/approve: <run id>` to promote it (the
+same promotion as the automatic path), or `tailor.dev/reject: <run id>` to reject it; the
+decision is recorded in `status.promotion.approval` and as an Event, and an annotation naming a
+run that is not awaiting approval is refused (`ApprovalRefused`) with nothing promoted.
 
 Labels: children of a TrainingJob carry `tailor.dev/trainingjob: <name>` and
 `tailor.dev/component` (`workers` or `service`); a retraining TrainingJob carries
