@@ -1,15 +1,23 @@
 """The demo's story on the local stack, told by `make demo` and checked by the end-to-end test.
 
-1. A slice of the BBC News corpus and the all-MiniLM-L6-v2 weights go to MinIO.
+1. BBC News articles and the all-MiniLM-L6-v2 weights go to MinIO.
 2. A TrainingJob fine-tunes the encoder with two torchrun workers in pods, through the
-   operator; the trainer gates the data, locks a test set, compares the candidate with the
-   generic baseline and promotes it only if it is significantly better.
-3. A serving-style script predicts with the trained model on unseen articles and writes
-   prediction logs and (late) labels to MinIO; then the inputs shift (articles cut to a fraction
-   of their words) and accuracy falls.
-4. A DriftMonitor compares the logs with the run's reference profile, finds the drift and the
-   accuracy drop, and creates a retraining TrainingJob, which must beat the current model to
-   replace it.
+   operator. The trainer gates the data, locks a test set and compares the candidate with the
+   generic model used as it comes (ZeroShot: the guide's question, does custom training beat
+   the generic model?); it is promoted only if it is better, significantly.
+3. Serving predicts with the model in production (`production.json`, tests/support/serving.py)
+   and writes prediction logs and late labels to MinIO: the usual feed, then the shifted one
+   (`shifted`: a sponsor's line in front of every article) on which accuracy falls.
+4. A DriftMonitor catches the drop and creates a retraining TrainingJob with the labelled
+   production examples (`data.productionUris`). The trainer holds out the most recent of them
+   and promotes the retrain only if it beats the production model there, significantly, while
+   not being worse on the locked test set beyond the margin, and still beats the generic model.
+5. Serving again, now with the retrained model, on the shifted feed: accuracy recovered, and
+   the monitor, which follows the promoted model, clears AccuracyBelowThreshold.
+
+The other ending: a monitor that folds no production data in (`includeProductionData: false`)
+retrains on the old data alone; the retrain cannot beat the model it copies, and the old model
+stays in production.
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,23 +33,63 @@ from typing import Any
 
 import boto3
 
+from tests.support.serving import Served, serve
 from tests.support.testing import StackHandle, eventually
 
 MODEL = "bbc-news"
 JOB = "news"
 MONITOR = "news-monitor"
+LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+ZERO_SHOT_PROMPT = "This is a news article about {label}."
+SPONSOR = "Sponsored: trade stocks, shares and crypto with zero fees at MoneyBox."
+"""The shifted feed's first line. The model reads an article's first 32 tokens (its headline
+and lead); this line takes 18 of them and reads as business news, so the first model calls
+most articles business. The rest of the article is still there to learn from: labelled
+examples of the new feed teach a retrain to look past the line. Measured with four training
+seeds: the first model 0.30-0.53 accurate on the shifted feed, the retrain 0.87-0.95 on its
+recent holdout (p < 1e-9), and 1.6 points worse to 2.1 points better than the first model on
+the locked test set."""
 
 
 @dataclass(frozen=True)
 class Size:
-    """How much work the story does (the demo's default; the test uses a smaller one)."""
+    """How much work the story does (the demo's and the end-to-end test's).
 
-    per_class: int = 30
-    epochs: int = 2
-    max_length: int = 128
-    served_per_class: int = 16
+    Articles per topic, in corpus order: `per_class` to train on (its `test` share is the
+    locked test set, ~470 articles), then `normal` for the usual feed, `shifted` for the
+    shifted one before the retrain (with the usual feed's, its most recent 30% are the retrain's
+    recent holdout, 180 articles), `after` for the shifted feed served by the retrained model.
+    The corpus has 386 to 511 articles per topic.
+
+    The retrain's guard on the locked test set is a non-inferiority test: it needs evidence
+    that the retrain is at most `margin` worse. Two fine-tunes of the same encoder on
+    different data disagree on a few percent of ~470 articles: too many to show a difference
+    within the default 0.02 (a retrain 0.8 points worse got p=0.10 in a measured run), few
+    enough to show 0.05 clearly (p < 0.002 in every measured run).
+    """
+
+    per_class: int = 240
+    epochs: int = 1
+    steps: int | None = 40
+    batch_size: int = 8
+    max_length: int = 32
+    learning_rate: float = 1e-4
+    test: float = 0.4
+    validation: float = 0.1
+    normal: int = 20
+    shifted: int = 100
+    after: int = 20
     threshold: float = 0.8  # the monitor's accuracy threshold
-    timeout: float = 1200
+    min_labeled: int = 50  # the monitor's minSamples and minLabeled
+    margin: float = 0.05  # evaluation.nonInferiorityMargin: the retrain's guard
+    timeout: float = 900
+
+    def feed(self, day: str) -> tuple[int, int]:
+        """The articles per topic a day of the feed serves: (offset, count)."""
+        offsets = {"normal": (self.per_class, self.normal),
+                   "shifted": (self.per_class + self.normal, self.shifted),
+                   "after": (self.per_class + self.normal + self.shifted, self.after)}
+        return offsets[day]
 
 
 def bbc_rows(per_class: int, offset: int = 0) -> list[dict[str, str]]:
@@ -60,9 +107,14 @@ def bbc_rows(per_class: int, offset: int = 0) -> list[dict[str, str]]:
 
 
 def shifted(text: str) -> str:
-    """The production shift: a feed that sends only scraps of an article's tail (every fourth
-    of its last 40 words): short texts, and harder ones."""
-    return " ".join(text.split()[-40:][::4])
+    """The production shift: a new feed puts a sponsor's line in front of every article."""
+    return f"{SPONSOR} {text}"
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next((x for x in status.get("conditions", [])
+                                  if x["type"] == kind), {})
+    return found
 
 
 class Story:
@@ -107,17 +159,26 @@ class Story:
     # ------------------------------------------------------------------ 2. training
     def trainingjob(self) -> dict[str, Any]:
         size = self.size
+        hyperparameters: dict[str, Any] = {
+            "epochs": size.epochs, "batchSize": size.batch_size,
+            "maxSequenceLength": size.max_length, "learningRate": size.learning_rate}
+        if size.steps is not None:
+            hyperparameters["maxSteps"] = size.steps
         return {
             "apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": JOB},
             "spec": {
                 "task": "text-classification",
-                "model": {"name": MODEL, "base": self.uri("base/minilm/")},
+                "model": {"name": MODEL, "base": self.uri("base/minilm/"),
+                          "baseline": {"genericMethod": "ZeroShot",
+                                       "zeroShotPrompt": ZERO_SHOT_PROMPT}},
                 "data": {"uri": self.uri("data/bbc-news.csv"),
                          "columns": {"id": "id", "text": "text", "label": "label"},
+                         "labels": LABELS,
+                         "split": {"validation": size.validation, "test": size.test},
                          "quality": {"minExamples": 20, "classBalance": {"minPerClass": 2}}},
-                "hyperparameters": {"epochs": size.epochs, "batchSize": 16,
-                                    "maxSequenceLength": size.max_length},
+                "hyperparameters": hyperparameters,
+                "evaluation": {"nonInferiorityMargin": size.margin},
                 "workers": 2, "procsPerWorker": 1,
                 "output": {"uri": self.uri("models")},
                 "storage": {"endpoint": self.stack.state.s3_endpoint,
@@ -155,100 +216,130 @@ class Story:
     def train(self) -> dict[str, Any]:
         self.stack.kubectl("apply", "-n", self.ns, "-f", "-",
                            input=json.dumps(self.trainingjob()))
-        self.say(f"-> applied TrainingJob {JOB}: fine-tune MiniLM on BBC News with 2 workers")
+        self.say(f"-> applied TrainingJob {JOB}: fine-tune MiniLM on BBC News with 2 workers, "
+                 "to beat the generic model used zero-shot")
         status = self.follow(JOB)
-        self.describe(status)
+        for line in verdict_lines(status):
+            self.say(line)
         return status
 
-    def describe(self, status: dict[str, Any]) -> None:
-        metrics = status.get("metrics", {})
-        promotion = status.get("promotion", {})
-        failure = status.get("failure", {})
-        if status.get("phase") == "Failed":
-            self.say(f"   failed: {failure.get('reason')}: {failure.get('message')}")
-            return
-        self.say(f"   test {metrics.get('metric')}: candidate {metrics.get('test')}, generic "
-                 f"baseline {metrics.get('baseline')}, production {metrics.get('production')}")
-        self.say(f"   promotion: {promotion.get('verdict')} ({promotion.get('reason')}); "
-                 f"artifacts {status.get('artifacts', {}).get('runUri')}; MLflow run "
-                 f"{status.get('mlflowRunId')}")
+    def pointer(self) -> dict[str, Any] | None:
+        """`<model uri>/production.json`: the run in production, or None."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket,
+                                      Key=f"models/{MODEL}/production.json")["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        pointer: dict[str, Any] = json.loads(body)
+        return pointer
 
     # ------------------------------------------------------------------ 3. serving
-    def serve(self, run_uri: str, *, shift: bool, part: str) -> float:
-        """Predict on unseen articles with the run's model; write logs and labels; accuracy."""
-        import torch
-        import transformers
-        from tailor_trainer.recipes.text import TextRecipe
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-
-        bucket, _, prefix = run_uri.removeprefix("s3://").partition("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            listing = self.s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}model/")
-            for obj in listing.get("Contents", []):
-                target = Path(tmp) / obj["Key"][len(f"{prefix}model/"):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(bucket, obj["Key"], str(target))
-            recipe = TextRecipe(tmp, self.size.max_length)
-            model, labels = recipe.load(Path(tmp))
-            rows = bbc_rows(self.size.served_per_class, offset=self.size.per_class)
-            texts = [shifted(r["text"]) if shift else r["text"] for r in rows]
-            predictions = []
-            with torch.no_grad():
-                for start in range(0, len(texts), 16):
-                    batch = recipe.collate(recipe.encode(texts[start:start + 16]), train=False)
-                    logits = model(batch["input_ids"], batch.get("attention_mask"))
-                    predictions += [labels[i] for i in logits.argmax(-1).tolist()]
-        now = time.time()
-        logs = [{"id": f"{part}-{r['id']}", "timestamp": now, "text": text, "prediction": p}
-                for r, text, p in zip(rows, texts, predictions, strict=True)]
-        truth = [{"id": f"{part}-{r['id']}", "label": r["label"], "timestamp": now + 1}
-                 for r in rows]
-        for key, items in ((f"production/predictions/{part}.jsonl", logs),
-                           (f"production/labels/{part}.jsonl", truth)):
-            self.s3.put_object(Bucket=self.bucket, Key=key,
-                               Body="".join(json.dumps(i) + "\n" for i in items).encode())
-        accuracy = float(sum(p == r["label"] for p, r in zip(predictions, rows, strict=True))
-                         / len(rows))
-        self.say(f"   served {len(rows)} {'shifted ' if shift else ''}articles: accuracy "
-                 f"{accuracy:.2f}; logs in {self.uri('production/')}")
-        return accuracy
+    def serve(self, day: str, part: str) -> Served:
+        """Serve a day of the feed ("normal", "shifted" or "after", shifted too) with the model
+        in production."""
+        offset, count = self.size.feed(day)
+        rows = bbc_rows(count, offset=offset)
+        served = serve(self.s3, self.bucket, f"models/{MODEL}/", rows,
+                       None if day == "normal" else shifted, part)
+        self.say(f"   {served.run_id} (in production) served {served.examples} "
+                 f"{'shifted ' if served.shifted else ''}articles: accuracy "
+                 f"{served.accuracy:.3f}; logs in {served.logs}")
+        return served
 
     # ------------------------------------------------------------------ 4. monitoring
-    def monitor(self) -> dict[str, Any]:
+    def monitor(self, name: str = MONITOR, include_production_data: bool = True
+                ) -> dict[str, Any]:
+        """Apply a DriftMonitor; its status once it caught the drop and created a retrain."""
         monitor = {
             "apiVersion": "tailor.dev/v1alpha1", "kind": "DriftMonitor",
-            "metadata": {"name": MONITOR},
+            "metadata": {"name": name},
             "spec": {
                 "model": {"trainingJob": JOB},
                 "production": {"predictionsUri": self.uri("production/predictions/"),
                                "groundTruthUri": self.uri("production/labels/"),
                                "columns": {"id": "id", "timestamp": "timestamp",
                                            "prediction": "prediction", "label": "label"},
-                               "window": "1h", "minSamples": 20, "minLabeled": 20},
+                               "window": "1h", "minSamples": self.size.min_labeled,
+                               "minLabeled": self.size.min_labeled},
                 "storage": {"endpoint": self.stack.state.s3_endpoint,
                             "credentialsSecret": {"name": "s3"}},
                 "interval": "10s",
                 "checks": {"accuracy": {"threshold": self.size.threshold}},
-                "retrain": {"triggers": ["AccuracyBelowThreshold"], "cooldown": "1h"},
+                "retrain": {"triggers": ["AccuracyBelowThreshold"], "cooldown": "1h",
+                            "includeProductionData": include_production_data},
             }}
         self.stack.kubectl("apply", "-n", self.ns, "-f", "-", input=json.dumps(monitor))
-        self.say(f"-> applied DriftMonitor {MONITOR}: accuracy threshold {self.size.threshold}, "
-                 "checks every 10s")
+        self.say(f"-> applied DriftMonitor {name}: accuracy threshold {self.size.threshold}, "
+                 f"checks every 10s, labelled production examples "
+                 f"{'folded into' if include_production_data else 'left out of'} a retrain")
 
         def alarmed() -> dict[str, Any] | None:
-            status = self.status("dm", MONITOR)
-            below: dict[str, Any] = next((c for c in status.get("conditions", [])
-                          if c["type"] == "AccuracyBelowThreshold"), {})
+            status = self.status("dm", name)
+            below = condition(status, "AccuracyBelowThreshold")
             return status if below.get("status") == "True" and status.get("lastRetrain") \
                 else None
 
-        status = eventually(alarmed, timeout=120, what="the monitor to catch the drop")
-        drift = next(c for c in status["conditions"] if c["type"] == "DriftDetected")
-        self.say(f"   accuracy {status['accuracy']['value']:.2f} (CI "
-                 f"{status['accuracy']['lower']:.2f}-{status['accuracy']['upper']:.2f}); "
-                 f"drift: {drift['status']} ({drift['message']})")
+        status = eventually(alarmed, timeout=120, what=f"{name} to catch the drop")
+        self.say(f"   {condition(status, 'AccuracyBelowThreshold')['message']}")
+        drift = condition(status, "DriftDetected")
+        self.say(f"   drift: {drift.get('status')} ({drift.get('message')})")
         self.say(f"   retraining TrainingJob {status['lastRetrain']['name']} created "
                  f"({status['lastRetrain']['reason']})")
         return status
+
+    def retrain(self, monitored: dict[str, Any]) -> dict[str, Any]:
+        """Follow the monitor's retrain to its verdict."""
+        status = self.follow(monitored["lastRetrain"]["name"])
+        folded = status.get("triggeredBy", {}).get("productionData") or {}
+        if folded.get("rows"):
+            self.say(f"   trained with {folded['rows']} labelled production examples "
+                     f"({folded['uri']}); the most recent held out to judge it on")
+        else:
+            self.say("   trained on the original data alone: no production data folded in")
+        for line in verdict_lines(status):
+            self.say(line)
+        return status
+
+    def cleared(self, name: str = MONITOR) -> dict[str, Any]:
+        """The monitor's status once it follows the promoted model and its accuracy condition
+        cleared on the predictions made since the promotion."""
+        def ok() -> dict[str, Any] | None:
+            status = self.status("dm", name)
+            below = condition(status, "AccuracyBelowThreshold")
+            return status if below.get("status") == "False" else None
+
+        status = eventually(ok, timeout=120, what=f"{name}'s accuracy condition to clear")
+        below = condition(status, "AccuracyBelowThreshold")
+        self.say(f"   {name} follows {(status.get('reference') or {}).get('runId')}: "
+                 f"AccuracyBelowThreshold {below['status']} ({below['reason']}: "
+                 f"{below['message']})")
+        return status
+
+
+def verdict_lines(status: dict[str, Any]) -> list[str]:
+    """A finished TrainingJob's verdict with the numbers of each part, for the console."""
+    if status.get("phase") == "Failed":
+        failure = status.get("failure", {})
+        return [f"   failed: {failure.get('reason')}: {failure.get('message')}"]
+    promotion = status.get("promotion", {})
+    lines = [f"   verdict: {promotion.get('verdict')} ({promotion.get('reason')}); run "
+             f"{status.get('runId')}, artifacts {status.get('artifacts', {}).get('runUri')}"]
+    for part in promotion.get("parts") or []:
+        lines.append("     " + part_line(part))
+    if promotion.get("modelVersion"):
+        lines.append(f"     in production: production.json names {status.get('runId')}; MLflow "
+                     f"model {MODEL} version {promotion['modelVersion']} has the alias "
+                     f"(models:/{MODEL}@production)")
+    return lines
+
+
+def part_line(part: dict[str, Any]) -> str:
+    """One benchmark of a verdict: `recentHoldout vs production: accuracy 0.875 vs 0.617
+    (+0.258), p=2e-06, 120 examples: passed`."""
+    outcome = {True: "passed", False: "FAILED", None: "not applicable"}[part.get("passed")]
+    head = f"{part.get('benchmark')} vs {part.get('against')}:"
+    if part.get("candidate") is None:
+        return f"{head} {outcome} ({part.get('why')})"
+    return (f"{head} {part.get('metric')} {part['candidate']:.3f} vs {part['other']:.3f} "
+            f"({part['improvement']:+.3f}), p={part.get('pValue', float('nan')):.2g}, "
+            f"{part.get('examples')} examples: {outcome}")
