@@ -8,6 +8,8 @@ is neither is a bug or a crash, and the contract treats its exit code as retryab
 
 from __future__ import annotations
 
+import logging
+
 from tailor_contract import constants
 from tailor_contract.trainer_api import EXIT_PERMANENT, EXIT_RETRYABLE
 
@@ -23,6 +25,9 @@ REASON_BASE_MODEL_UNUSABLE = "BaseModelUnusable"
 REASON_PREEMPTED = "Preempted"
 REASON_PEER_FAILED = "PeerFailed"
 REASON_CRASHED = "Crashed"
+
+
+log = logging.getLogger(__name__)
 
 
 class TrainerError(Exception):
@@ -65,3 +70,13 @@ class DataQualityFailed(PermanentError):
 
     def __reduce__(self) -> tuple[type[DataQualityFailed], tuple[str, str]]:
         return (type(self), (self.message, self.checks))
+
+
+def exit_code(exc: BaseException, what: str) -> int:
+    """Log a failure as both entry points do (call it in the `except` block) and return the
+    exit code the operator reads: the error's own for a TrainerError, 1 for a crash."""
+    if isinstance(exc, TrainerError):
+        log.error("%s: %s", exc.reason, exc.message)
+        return exc.exit_code
+    log.exception("%s crashed", what)
+    return 1

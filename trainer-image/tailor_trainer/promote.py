@@ -23,11 +23,10 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import torch
-from tailor_contract import uris
+from tailor_contract import clock, uris
 from tailor_contract.constants import (
     REASON_APPROVAL_REFUSED,
     REASON_APPROVED,
@@ -48,7 +47,7 @@ from tailor_trainer.config import (
     load_config,
 )
 from tailor_trainer.dist import World
-from tailor_trainer.errors import PermanentError, TrainerError
+from tailor_trainer.errors import PermanentError, exit_code
 from tailor_trainer.pipeline import publish, summary
 from tailor_trainer.pipeline.context import RunContext
 from tailor_trainer.run import write_termination
@@ -93,7 +92,7 @@ def approve(cfg: RunConfig) -> TerminationSummary:
                        "tailor.model": cfg.model_name, "tailor.task": cfg.spec.task})
     publish.promote_run(ctx, publish.model_files_of(manifest), metrics)
     metrics["approval"] = {"decision": REASON_APPROVED, "runId": cfg.run_id,
-                           "approvedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+                           "approvedAt": clock.stamp()}
     _record(ctx, metrics, manifest)
     ctx.tracker.tags({"tailor.verdict": REASON_PROMOTED, "tailor.approval": REASON_APPROVED})
     ctx.tracker.finish("FINISHED")
@@ -122,12 +121,7 @@ def main() -> int:
         termination_log = cfg.termination_log
         outcome = approve(cfg)
     except Exception as exc:
-        if isinstance(exc, TrainerError):
-            log.error("%s: %s", exc.reason, exc.message)
-            code = exc.exit_code
-        else:
-            log.exception("the promotion crashed")
-            code = 1
+        code = exit_code(exc, "the promotion")
         outcome = summary.failed(exc, cfg.artifact_uri if cfg else "", None)
     write_termination(termination_log, outcome)
     return code

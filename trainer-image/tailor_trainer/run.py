@@ -32,7 +32,7 @@ from tailor_trainer.config import (
 )
 from tailor_trainer.data.quality import QualityReport
 from tailor_trainer.dist import World, agree, broadcast, init_world, shutdown
-from tailor_trainer.errors import REASON_PREEMPTED, RetryableError, TrainerError
+from tailor_trainer.errors import REASON_PREEMPTED, RetryableError, exit_code
 from tailor_trainer.pipeline import baseline, data, evaluate, publish, summary, train
 from tailor_trainer.pipeline.context import RunContext
 from tailor_trainer.pipeline.data import LocalData
@@ -160,12 +160,7 @@ def main() -> int:
         run = Run(cfg, init_world())
         outcome = run.execute()
     except Exception as exc:
-        if isinstance(exc, TrainerError):
-            log.error("%s: %s", exc.reason, exc.message)
-            code = exc.exit_code
-        else:
-            log.exception("the trainer crashed")
-            code = 1
+        code = exit_code(exc, "the trainer")
         outcome = summary.failed(exc, cfg.artifact_uri if cfg else "",
                                  run.gate_outcome() if run else None)
     if rank == 0:

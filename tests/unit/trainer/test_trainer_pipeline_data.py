@@ -4,29 +4,16 @@ the locked test set, at the contract's paths; a refused gate leaves no test set 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 from tailor_contract import trainer_api
-from tailor_trainer.config import ENV_WORK_DIR, load_config
 from tailor_trainer.data.split import LockedTestSet
-from tailor_trainer.dist import World
 from tailor_trainer.errors import DataQualityFailed
 from tailor_trainer.pipeline import data
 from tailor_trainer.pipeline.context import RunContext
 
-
-class PlainRecipe:
-    """The inputs as they are: enough of the Recipe protocol for the data stage."""
-
-    def encode(self, inputs: Sequence[str]) -> list[Any]:
-        return list(inputs)
-
-    def content(self, value: str, item: Any) -> str:
-        return value
+from tests.support.trainer import PlainRecipe, local_context
 
 
 def context(tmp_path: Path, rows: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch,
@@ -39,16 +26,7 @@ def context(tmp_path: Path, rows: list[dict[str, str]], monkeypatch: pytest.Monk
                      "quality": {"minExamples": 10, "classBalance": {"minPerClass": 2}},
                      "split": {"validation": 0.2, "test": 0.2, **split}},
             "output": {"uri": "s3://unused/models"}}
-    obj = {"apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob",
-           "metadata": {"name": "news", "namespace": "ml", "uid": "u"}, "spec": spec}
-    model_uri = str(tmp_path / "models" / "news") + "/"
-    cfg = load_config({trainer_api.ENV_TRAININGJOB: json.dumps(obj),
-                       trainer_api.ENV_RUN_ID: "run-1",
-                       trainer_api.ENV_ARTIFACT_URI: model_uri + "runs/run-1/",
-                       trainer_api.ENV_MODEL_URI: model_uri})
-    monkeypatch.setenv(ENV_WORK_DIR, str(tmp_path / "work"))
-    world = World(rank=0, local_rank=0, size=1, device=torch.device("cpu"))
-    return RunContext.create(cfg, world)
+    return local_context(tmp_path, monkeypatch, spec)
 
 
 ROWS = [{"id": f"ex-{i}", "text": f"example text {i}", "label": "ab"[i % 2]} for i in range(60)]
