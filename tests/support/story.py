@@ -211,7 +211,7 @@ class Story:
                 return status
             if time.monotonic() - started > self.size.timeout:
                 raise AssertionError(f"{name} did not finish in {self.size.timeout:.0f}s")
-            time.sleep(1)  # a progress display: refresh every second
+            time.sleep(1)  # poll interval of a progress display bounded by the deadline above
 
     def train(self) -> dict[str, Any]:
         self.stack.kubectl("apply", "-n", self.ns, "-f", "-",
