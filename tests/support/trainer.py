@@ -40,3 +40,13 @@ def local_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(ENV_WORK_DIR, str(tmp_path / "work"))
     world = World(rank=0, local_rank=0, size=1, device=torch.device("cpu"))
     return RunContext.create(cfg, world)
+
+
+def spread_head(model: torch.nn.Module, seed: int) -> None:
+    """A large random head, so that a random encoder's features map to several labels (a test
+    of predictions then tells the labels apart)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head: Any = model.head
+        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 20)
+        head.bias.zero_()

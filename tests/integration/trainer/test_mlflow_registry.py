@@ -26,6 +26,8 @@ from tailor_trainer.recipes.text import TextRecipe
 from tailor_trainer.storage import Store
 from tailor_trainer.tracking import ARTIFACT_TAG, MODEL_URI_TAG, RUN_TAG, Tracker
 
+from tests.support.trainer import spread_head
+
 LABELS = ["business", "entertainment", "politics", "sport"]
 TEXTS = ["Shares fell sharply after the quarterly results.", "The band announced a world tour.",
          "Parliament voted on the budget late last night.", "The keeper saved a late penalty.",
@@ -39,15 +41,6 @@ def tracking(stack: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """This process reads the registry as a user would: MLFLOW_TRACKING_URI."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.state.mlflow_uri)
     return str(stack.state.mlflow_uri)
-
-
-def spread_head(model: torch.nn.Module, seed: int) -> None:
-    """A large random head, so that a random encoder's features map to several labels."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        head: Any = model.head
-        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 20)
-        head.bias.zero_()
 
 
 def text_model(base: Path, target: Path, seed: int) -> Path:

@@ -27,6 +27,8 @@ from tailor_trainer.recipes.text import TextRecipe
 from tailor_trainer.storage import Store
 from tailor_trainer.tracking import MODEL_URI_TAG, RUN_TAG, Tracker
 
+from tests.support.trainer import spread_head
+
 TEXT = "text-classification"
 IMAGE = "image-classification"
 LABELS = ["business", "sport", "tech"]
@@ -39,15 +41,6 @@ TEXTS = ["Shares fell sharply after the results.", "The keeper saved a late pena
 NOT_IN_TRAINER_IMAGE = ("pyarrow", "sklearn", "flask", "flask_cors", "sqlalchemy", "alembic",
                         "graphene", "gunicorn", "docker", "huey", "skops", "aiohttp",
                         "cryptography")
-
-
-def spread_head(model: torch.nn.Module, seed: int) -> None:
-    """A large random head: a random encoder's features then map to more than one label."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        head: Any = model.head
-        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 20)
-        head.bias.zero_()
 
 
 @pytest.fixture(scope="module")
