@@ -76,7 +76,7 @@ TrainingJobs are named `<monitor>-retrain-<8 hex characters>`, a hash of the tri
 a retried trigger create the same object instead of a duplicate.
 
 **Immutability.** A TrainingJob is one run, so the fields that decide what is trained and how it
-is judged cannot change after creation: `task`, `model`, `data`, `hyperparameters`,
+is judged cannot change after creation: `task`, `model`, `data`, `hyperparameters`, `tuning`,
 `evaluation`, `output`, and the worker group's shape (`workers`, `procsPerWorker`, `image`,
 `command`, `args`, `env`, `resources`), since resume and the data order depend on them. Create a
 new TrainingJob instead. `runPolicy` (including `suspend`), `scheduling`, `checkpoint`,
@@ -156,8 +156,17 @@ same promotion as the automatic path), or `tailor.dev/reject: <run id>` to rejec
 decision is recorded in `status.promotion.approval` and as an Event, and an annotation naming a
 run that is not awaiting approval is refused (`ApprovalRefused`) with nothing promoted.
 
+**Hyper-parameter search.** With `spec.tuning`, trials come first: trial `n` trains with the
+`hyperparameters` and its own values from `tuning.searchSpace`, in its own worker group
+`<name>-t<n>` (an Indexed Job and a headless Service, label `tailor.dev/trial: <n>`), and is
+judged by `tuning.objective` on the validation split only; `status.phase` is `Tuning` meanwhile
+and `status.tuning` lists every trial (the `Trials` printer column summarises them). Then the run
+itself trains with the best trial's values and is evaluated and promoted as any other run. A grid
+search must fit in `maxTrials`; each search-space number must lie within the hyper-parameter's own
+range and be whole for an integer one. See [tuning.md](tuning.md).
+
 Labels: children of a TrainingJob carry `tailor.dev/trainingjob: <name>` and
-`tailor.dev/component` (`workers` or `service`); a retraining TrainingJob carries
+`tailor.dev/component` (`workers`, `service` or `trial`); a retraining TrainingJob carries
 `tailor.dev/driftmonitor: <monitor>` and `tailor.dev/model: <model>` and its trigger in the
 `tailor.dev/trigger` annotation, which the operator copies into `status.triggeredBy`.
 """

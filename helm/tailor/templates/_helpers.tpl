@@ -74,15 +74,18 @@ docs/operator.md ("RBAC it uses").
   resources: [driftmonitors]
   verbs: [get, list, watch]
 # Worker groups (the Indexed Job of torchrun workers; watched for status, created, read, and
-# deleted (Foreground) on restart and suspend) and the promote Job of a manual approval.
+# deleted (Foreground) on restart and suspend), a search's trial groups (also listed; deleted
+# when pruned) and the promote Job of a manual approval.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]
-# The headless Service that gives workers their DNS names (created once; owned by the job).
+# The headless Services that give workers (and each trial's) their DNS names (created once;
+# owned by the job).
 - apiGroups: [""]
   resources: [services]
   verbs: [create]
-# Worker pods are read to diagnose failures and to find worker 0's address for progress.
+# Worker pods are read to diagnose failures and to find worker 0's address for progress (and a
+# trial's validation curve).
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]

@@ -38,6 +38,10 @@ COMPONENT_WORKERS: Final = "workers"
 COMPONENT_SERVICE: Final = "service"
 COMPONENT_PROMOTE: Final = "promote"
 """The one-off Job that promotes a run a person approved (ANNOTATION_APPROVE)."""
+COMPONENT_TRIAL: Final = "trial"
+"""A trial of spec.tuning: its own worker group (Indexed Job and headless Service)."""
+LABEL_TRIAL: Final = f"{GROUP}/trial"
+"""On a trial's children: the trial's number (0, 1, ...)."""
 
 ANNOTATION_TRIGGER: Final = f"{GROUP}/trigger"
 """On a retraining TrainingJob: JSON of the trigger (monitor, reason, message, window, time,
@@ -62,6 +66,10 @@ MAX_WORKERS: Final = 256
 """Worker indexes 0..255 have at most three digits."""
 WORKER_JOB_SUFFIX: Final = "-worker"
 PROMOTE_JOB_SUFFIX: Final = "-promote"
+TRIAL_INFIX: Final = "-t"
+"""Trial n's worker group (Job and Service) is <name>-t<n>; its pods' host names
+<name>-t<n>-<index> fit a DNS label for every trial number below MAX_TRIALS."""
+MAX_TRIALS: Final = 100
 RETRAIN_INFIX: Final = "-retrain-"
 RETRAIN_HASH_LENGTH: Final = 8
 
@@ -192,6 +200,29 @@ REASON_RETRAIN_DISABLED: Final = "RetrainDisabled"
 REASON_PRODUCTION_DATA_FAILED: Final = "ProductionDataFailed"
 """Event: the window's labelled production data could not be written; the retrain waits."""
 
+# Tuning (spec.tuning): the search's Events, the job's failure reasons, a trial's states
+REASON_SEARCHING: Final = "Searching"
+REASON_TRIAL_STARTED: Final = "TrialStarted"
+REASON_TRIAL_COMPLETED: Final = "TrialCompleted"
+REASON_TRIAL_PRUNED: Final = "TrialPruned"
+REASON_TRIAL_FAILED: Final = "TrialFailed"
+REASON_TRIAL_RESTARTED: Final = "TrialRestarted"
+REASON_SEARCH_COMPLETED: Final = "SearchCompleted"
+REASON_TOO_MANY_FAILED_TRIALS: Final = "TooManyFailedTrials"
+REASON_NO_SUCCESSFUL_TRIAL: Final = "NoSuccessfulTrial"
+REASON_NON_FINITE_LOSS: Final = "NonFiniteLoss"
+"""The training loss became NaN or infinite (a permanent failure: the hyper-parameters cannot
+train); a trial that hits it is recorded as failed and the search goes on."""
+TRIAL_PENDING: Final = "Pending"
+TRIAL_RUNNING: Final = "Running"
+TRIAL_COMPLETED: Final = "Completed"
+TRIAL_PRUNED: Final = "Pruned"
+TRIAL_FAILED: Final = "Failed"
+TRIAL_STATES: Final = (TRIAL_PENDING, TRIAL_RUNNING, TRIAL_COMPLETED, TRIAL_PRUNED, TRIAL_FAILED)
+SEARCH_SEARCHING: Final = "Searching"
+SEARCH_COMPLETED: Final = "Completed"
+SEARCH_FAILED: Final = "Failed"
+
 # --- Retrain triggers (spec.retrain.triggers, status.triggeredBy.reason) -----------------------
 
 TRIGGER_ACCURACY_BELOW_THRESHOLD: Final = "AccuracyBelowThreshold"
@@ -203,6 +234,7 @@ TRIGGER_ALERT: Final = "Alert"
 TRAININGJOB_PHASES: Final = (
     "Pending",
     "Validating",
+    "Tuning",
     "Running",
     "Restarting",
     "Evaluating",
@@ -229,5 +261,6 @@ TRAININGJOB_IMMUTABLE_FIELDS: Final = (
     "args",
     "env",
     "resources",
+    "tuning",
 )
 DRIFTMONITOR_IMMUTABLE_FIELDS: Final = ("model",)

@@ -8,6 +8,7 @@ from tailor_contract.constants import (
     PROMOTE_JOB_SUFFIX,
     RETRAIN_HASH_LENGTH,
     RETRAIN_INFIX,
+    TRIAL_INFIX,
     WORKER_JOB_SUFFIX,
 )
 
@@ -32,6 +33,16 @@ def promote_job_name(trainingjob: str) -> str:
 def worker_hostname(trainingjob: str, index: int) -> str:
     """Host name of worker ``index`` (the Indexed Job's ``<job>-<index>``)."""
     return f"{worker_job_name(trainingjob)}-{index}"
+
+
+def trial_group_name(trainingjob: str, number: int) -> str:
+    """Trial ``number``'s worker group: its Indexed Job and its headless Service."""
+    return f"{trainingjob}{TRIAL_INFIX}{number}"
+
+
+def trial_hostname(trainingjob: str, number: int, index: int) -> str:
+    """Host name of worker ``index`` of trial ``number``."""
+    return f"{trial_group_name(trainingjob, number)}-{index}"
 
 
 def retrain_job_name(driftmonitor: str, trigger_id: str) -> str:

@@ -26,10 +26,36 @@ ENV_METRICS_PORT: Final = "TAILOR_METRICS_PORT"
 ENV_RESTART_COUNT: Final = "TAILOR_GROUP_RESTARTS"
 """How many times the worker group has been restarted (0 on the first attempt)."""
 
+ENV_TRIAL: Final = "TAILOR_TRIAL"
+"""Only in a trial's pods (spec.tuning): JSON of {"number": n, "metric": "accuracy" |
+"macro-f1" | "loss", "direction": "maximize" | "minimize", "searchRunId": <the job's run id>}.
+The trainer then runs in trial mode: it reads the training and validation rows only (never a
+test or recent-holdout row), selects its best epoch by the objective, reports the objective per
+epoch (METRIC_VALIDATION_OBJECTIVE), and evaluates, publishes and promotes nothing. The spec it
+is handed already carries the trial's hyper-parameters."""
+ENV_SEARCH: Final = "TAILOR_SEARCH"
+"""Only in the final run of a tuned job: JSON of the finished search, for the
+model card and the MLflow parent run: {"objective": {"metric", "direction"}, "algorithm",
+"earlyStopping": {...} | null, "searchSpace": {...}, "maxTrials", "trials": [{"number",
+"parameters", "state", "value"?, "epochs"?}], "best": {"number", "parameters", "value"}}.
+The handed spec already carries the best parameters."""
+
+
 def run_id(trainingjob_uid: str) -> str:
     """The run's id (ENV_RUN_ID): one per TrainingJob object, stable across restarts of its
     worker group, new when the object is re-created."""
     return f"run-{trainingjob_uid[:8]}"
+
+
+def trial_run_id(run_id_: str, number: int) -> str:
+    """A trial's own run id (its checkpoints, its MLflow run), under the job's run id."""
+    return f"{run_id_}-trial-{number}"
+
+
+def trial_artifact_uri(artifact_uri: str, number: int) -> str:
+    """Where trial ``number`` keeps its checkpoints and ARTIFACT_IDS_READ: inside the job's run
+    prefix, `<run>/trials/<n>/`."""
+    return f"{artifact_uri.rstrip('/')}/{ARTIFACT_TRIALS_DIR}/{number}/"
 
 
 METRICS_PORT: Final = 9464
@@ -60,6 +86,11 @@ ARTIFACT_MODEL_CARD: Final = "model-card.md"
 ARTIFACT_RECENT_HOLDOUT: Final = "recent-holdout.json"
 """The recent holdout of data.productionUris: the ids and content digests of the examples set
 aside to judge a retrain on (never trained or validated on), and the counts."""
+ARTIFACT_IDS_READ: Final = "ids-read.json"
+"""Every run, trial or final, writes the example ids it read, by split:
+{"train": [...], "validation": [...], "test": [...], "recentHoldout": [...]}; a trial's "test"
+and "recentHoldout" are always empty. It is how the test-set-read-once rule is checked."""
+ARTIFACT_TRIALS_DIR: Final = "trials"
 ARTIFACT_MANIFEST: Final = "manifest.json"
 """sha256 and size of every file of the run, written last: a run without it is incomplete."""
 # In the model's prefix (ENV_MODEL_URI), outliving every run:
@@ -116,6 +147,10 @@ METRIC_EPOCH: Final = "tailor_trainer_epoch"
 METRIC_LOSS: Final = "tailor_trainer_loss"
 METRIC_SAMPLES_PER_SECOND: Final = "tailor_trainer_samples_per_second"
 METRIC_ETA_SECONDS: Final = "tailor_trainer_eta_seconds"
+METRIC_VALIDATION_OBJECTIVE: Final = "tailor_trainer_validation_objective"
+"""Trial mode: the objective on the validation split after each epoch, one sample per epoch
+with label LABEL_EPOCH ("1", "2", ...): the operator's pruner reads the whole curve at once."""
+LABEL_EPOCH: Final = "epoch"
 
 
 @dataclass
@@ -136,6 +171,12 @@ class TerminationSummary:
     """The verdict per benchmark: {verdict, reason, message, modelVersion?, approval?, parts:
     [{benchmark, against, metric, candidate, other, improvement, pValue, examples, passed
     (null: NotApplicable), why}]}; see BENCHMARK_* and VERDICT_*."""
+    trial: dict[str, Any] = field(default_factory=dict)
+    """Trial mode only: {number, value (the best epoch's objective, rounded to 6 decimals;
+    null if it was not finite), bestEpoch (1-based; 0 if none was selected), curve: [[epoch,
+    value], ...]} (at most 100 points, keeping the first, best and last; dropped with the
+    metrics when the message is too long). A trial's reason is TrialCompleted and its metrics
+    {SUMMARY_VALIDATION: value}."""
 
     def to_message(self) -> str:
         """One JSON line within TERMINATION_MESSAGE_LIMIT: when the whole summary is too long,
@@ -188,7 +229,8 @@ def _without_why(s: TerminationSummary) -> TerminationSummary:
 
 
 def _without_metrics(s: TerminationSummary) -> TerminationSummary:
-    return replace(_without_why(s), metrics={})
+    trial = {k: v for k, v in s.trial.items() if k != "curve"}
+    return replace(_without_why(s), metrics={}, trial=trial)
 
 
 def _without_parts(s: TerminationSummary) -> TerminationSummary:

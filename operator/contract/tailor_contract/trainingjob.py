@@ -7,6 +7,7 @@ which need the old object) and fills in the same defaults. tests/unit/api keeps 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -14,7 +15,6 @@ from pydantic import Field, model_validator
 from tailor_contract.common import (
     DNS_LABEL_PATTERN,
     S3_URI_PATTERN,
-    Action,
     ApiModel,
     ColumnName,
     Fraction,
@@ -23,6 +23,9 @@ from tailor_contract.common import (
     Unique,
     duration_bounds,
 )
+from tailor_contract.quality import Quality as Quality  # re-exported: the trainer imports it here
+from tailor_contract.tuning import Hyperparameters as Hyperparameters
+from tailor_contract.tuning import Tuning
 
 Task = Literal["text-classification", "image-classification", "custom"]
 ZERO_SHOT_LABEL = "{label}"
@@ -31,6 +34,9 @@ MAX_PRODUCTION_URIS = 16  # maxItems of spec.data.productionUris
 TASK_TEXT_CLASSIFICATION = "text-classification"
 TASK_IMAGE_CLASSIFICATION = "image-classification"
 TASK_CUSTOM = "custom"
+TUNING_NEEDS_BUILT_IN_TASK = (
+    "tuning needs a built-in task (text-classification or image-classification), not custom"
+)
 
 BASE_MODEL_PATTERN = (
     r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|/.+"
@@ -122,50 +128,6 @@ class Split(ApiModel):
         return self
 
 
-class EmptyExamples(ApiModel):
-    max_fraction: Fraction = 0.0
-    action: Action = "Fail"
-
-
-class Duplicates(ApiModel):
-    max_fraction: Fraction = 0.05
-    action: Action = "Warn"
-
-
-class ConflictingLabels(ApiModel):
-    max_fraction: Fraction = 0.0
-    action: Action = "Fail"
-
-
-class ClassBalance(ApiModel):
-    min_per_class: Annotated[int, Field(ge=1, le=1000000)] = 10
-    max_ratio: Annotated[float, Field(ge=1, le=1000000)] = 50.0
-    action: Action = "Warn"
-
-
-class Agreement(ApiModel):
-    minimum: Fraction = 0.667
-    warn_below: Fraction = 0.8
-    action: Action = "Fail"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Agreement:
-        if self.minimum > self.warn_below:
-            raise ValueError("agreement.minimum must not exceed agreement.warnBelow")
-        return self
-
-
-class Quality(ApiModel):
-    """Thresholds of the data-quality gate, each with what a violation does."""
-
-    min_examples: Annotated[int, Field(ge=1, le=1000000000)] = 100
-    empty_examples: EmptyExamples = Field(default_factory=EmptyExamples)
-    duplicates: Duplicates = Field(default_factory=Duplicates)
-    conflicting_labels: ConflictingLabels = Field(default_factory=ConflictingLabels)
-    class_balance: ClassBalance = Field(default_factory=ClassBalance)
-    agreement: Agreement = Field(default_factory=Agreement)
-
-
 class Data(ApiModel):
     """The labelled data."""
 
@@ -207,23 +169,6 @@ class Data(ApiModel):
         """``uri``, ``additionalUris``, then ``productionUris``: the order the trainer reads
         them in."""
         return [self.uri, *(self.additional_uris or []), *(self.production_uris or [])]
-
-
-class Hyperparameters(ApiModel):
-    """Training settings of the built-in recipes (also handed to a custom command)."""
-
-    epochs: Annotated[int, Field(ge=1, le=1000)] = 3
-    max_steps: Annotated[int, Field(ge=1, le=100000000)] | None = None
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-5
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
-    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1024)] = 1
-    warmup_ratio: Annotated[float, Field(ge=0, le=0.5)] = 0.1
-    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01
-    max_sequence_length: Annotated[int, Field(ge=8, le=32768)] = 256
-    image_size: Annotated[int, Field(ge=16, le=4096)] = 224
-    early_stopping_patience: Annotated[int, Field(ge=0, le=1000)] = 3
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    seed: Annotated[int, Field(ge=0, le=2147483647)] = 42
 
 
 class EnvVar(ApiModel):
@@ -328,6 +273,8 @@ class TrainingJobSpec(ApiModel):
     model: Model | None = None
     data: Data | None = None
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    tuning: Tuning | None = None
+    """A hyper-parameter search before the run (tuning.py); absent: train once."""
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     procs_per_worker: ProcsPerWorker = "auto"
     image: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
@@ -389,7 +336,15 @@ class TrainingJobSpec(ApiModel):
                 )
         if self.env is not None and len({e.name for e in self.env}) != len(self.env):
             raise ValueError("env must not name a variable twice")
+        if self.tuning is not None and custom:
+            raise ValueError(TUNING_NEEDS_BUILT_IN_TASK)
         return self
+
+    def with_parameters(self, params: Mapping[str, float]) -> TrainingJobSpec:
+        """This spec with a trial's (or the best trial's) parameters in hyperparameters: the
+        spec a trial, or the final run after a search, is handed."""
+        merged = Tuning.merged(self.hyperparameters.to_api(), params)
+        return self.model_copy(update={"hyperparameters": Hyperparameters.model_validate(merged)})
 
     def model_name(self, job_name: str) -> str:
         """The model's identity across runs: spec.model.name, else the TrainingJob's name."""

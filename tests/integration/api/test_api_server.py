@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from manifests import EXAMPLES, INVALID, crd_schema, documents, expectation
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tailor_contract import DriftMonitorSpec, TrainingJobSpec
 
 from tests.support.testing import StackHandle
@@ -85,6 +85,8 @@ def _flat(text: str) -> str:
         ("trainingjob.spec.data", "TrainingJob", ["spec", "data"]),
         ("driftmonitor.spec", "DriftMonitor", ["spec"]),
         ("tj.spec.runPolicy", "TrainingJob", ["spec", "runPolicy"]),
+        ("tj.spec.tuning", "TrainingJob", ["spec", "tuning"]),
+        ("tj.status.tuning", "TrainingJob", ["status", "tuning"]),
     ],
 )
 def test_kubectl_explain_teaches_the_fields(
@@ -168,6 +170,7 @@ def test_kubectl_get_prints_the_columns(stack: StackHandle, namespace: str) -> N
             "phase": "Running",
             "workers": {"desired": 2, "ready": 1, "restarts": 0, "summary": "1/2"},
             "progress": {"step": 420, "totalSteps": 1000, "percent": 42.0, "summary": "42%"},
+            "tuning": {"state": "Searching", "summary": "5/12 trials, best 0.912"},
             "metrics": {"metric": "accuracy", "test": 0.91},
             "promotion": {"verdict": "Promoted"},
             "conditions": [_condition("Running", "True", "WorkersRunning")],
@@ -186,14 +189,15 @@ def test_kubectl_get_prints_the_columns(stack: StackHandle, namespace: str) -> N
         },
     )
     rows = _table(stack.kubectl("get", "tj,dm", "-n", namespace).stdout)
-    header_tj = ["NAME", "PHASE", "WORKERS", "PROGRESS", "METRIC", "PROMOTED", "AGE"]
+    header_tj = ["NAME", "PHASE", "WORKERS", "PROGRESS", "TRIALS", "METRIC", "PROMOTED", "AGE"]
     header_dm = ["NAME", "MODEL", "ACCURACY", "DRIFT", "RETRAINS", "LAST CHECK", "AGE"]
     assert rows[0] == header_tj
-    assert rows[1][:6] == [
+    assert rows[1][:7] == [
         "trainingjob.tailor.dev/columns",
         "Running",
         "1/2",
         "42%",
+        "5/12 trials, best 0.912",
         "0.91",
         "Promoted",
     ]
@@ -291,3 +295,90 @@ def test_status_is_validated_too(stack: StackHandle, namespace: str) -> None:
     )
     assert bad.returncode != 0
     assert "status.conditions[0].status" in bad.stderr
+
+
+TUNED = {
+    "task": "text-classification",
+    "model": {"name": "news", "base": "s3://models/minilm/"},
+    "data": {"uri": "s3://data/news.csv", "columns": {"text": "text"}},
+    "output": {"uri": "s3://models/out"},
+}
+ALL_TEN = {
+    "learningRate": {"values": [1e-5, 1e-4]},
+    "batchSize": {"values": [16, 32]},
+    "epochs": {"min": 2, "max": 3},
+    "maxSteps": {"min": 100, "max": 300, "step": 100},
+    "gradientAccumulationSteps": {"values": [1]},
+    "warmupRatio": {"min": 0.0, "max": 0.1, "step": 0.1},
+    "weightDecay": {"values": [0.0]},
+    "maxSequenceLength": {"min": 128, "max": 256, "step": 128},
+    "imageSize": {"values": [224]},
+    "earlyStoppingPatience": {"min": 1, "max": 2},
+}  # 2 * 2 * 2 * 3 * 1 * 2 * 1 * 2 * 1 * 2 = 192 points
+
+
+@pytest.mark.parametrize(
+    ("space", "max_trials", "accepted"),
+    [
+        ({"warmupRatio": {"min": 0.0, "max": 0.3, "step": 0.1}}, 4, True),  # 0.3 / 0.1 < 3: 4 points
+        ({"warmupRatio": {"min": 0.0, "max": 0.3, "step": 0.1}}, 3, False),
+        ({"weightDecay": {"min": 0.0, "max": 0.5, "step": 0.1}}, 6, True),
+        ({"weightDecay": {"min": 0.0, "max": 0.5, "step": 0.1}}, 5, False),
+        ({"learningRate": {"min": 1e-5, "max": 1e-4, "step": 1e-5}}, 10, True),
+        ({"learningRate": {"min": 1e-5, "max": 1e-4, "step": 1e-5}}, 9, False),
+        ({"epochs": {"min": 2, "max": 6}, "batchSize": {"values": [16, 32, 64]}}, 15, True),
+        ({"epochs": {"min": 2, "max": 6}, "batchSize": {"values": [16, 32, 64]}}, 14, False),
+        ({"maxSteps": {"min": 100, "max": 100000000}}, 100, False),
+        ({"warmupRatio": {"min": 0.0, "max": 0.5, "step": 1e-7}}, 100, False),  # far beyond the cap
+        ({"learningRate": {"min": 1e-5, "max": 1e-3}}, 100, False),  # no finite grid
+        (ALL_TEN, 100, False),
+        ({**ALL_TEN, "batchSize": {"values": [16]}, "epochs": {"values": [2]}}, 48, True),
+        ({**ALL_TEN, "batchSize": {"values": [16]}, "epochs": {"values": [2]}}, 47, False),
+    ],
+)
+def test_the_server_and_the_model_agree_on_the_grid(
+    stack: StackHandle, namespace: str, space: dict[str, Any], max_trials: int, accepted: bool
+) -> None:
+    """The CRD's grid-size rule is the model's arithmetic, floating-point tolerance included."""
+    spec = {**TUNED, "tuning": {"algorithm": "grid", "maxTrials": max_trials, "searchSpace": space}}
+    try:
+        TrainingJobSpec.model_validate(spec)
+        model_accepts = True
+    except ValidationError:
+        model_accepts = False
+    assert model_accepts is accepted
+    doc = {"apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob",
+           "metadata": {"name": "grid"}, "spec": spec}
+    result = _apply(stack, namespace, doc, check=False)
+    assert (result.returncode == 0) == model_accepts, result.stderr
+
+
+def test_status_tuning_holds_a_search(stack: StackHandle, namespace: str) -> None:
+    """What the operator writes during a search is accepted as it is."""
+    _apply(stack, namespace, SMOKE)
+    trial = {
+        "number": 0,
+        "parameters": {"learningRate": 3e-4, "batchSize": 32},
+        "state": "Pruned",
+        "value": 0.71,
+        "curve": [{"epoch": 1, "value": 0.71}],
+        "attempts": 1,
+        "reason": "Pruned",
+        "message": "below the median of the other trials at epoch 1",
+        "startTime": NOW,
+        "completionTime": NOW,
+    }
+    tuning = {
+        "state": "Searching",
+        "summary": "1/12 trials",
+        "trialsCompleted": 0,
+        "trialsRunning": 1,
+        "trialsPruned": 1,
+        "trialsFailed": 0,
+        "objective": {"metric": "accuracy", "direction": "maximize"},
+        "bestTrial": {"number": 1, "parameters": {"learningRate": 1e-4}, "value": 0.9},
+        "trials": [trial, {"number": 1, "parameters": {"learningRate": 1e-4}, "state": "Running",
+                           "attempts": 2}],
+    }
+    _patch_status(stack, namespace, "trainingjob", {"phase": "Tuning", "tuning": tuning})
+    assert _get(stack, namespace, "TrainingJob", "columns")["status"]["tuning"] == tuning

@@ -225,7 +225,7 @@ def test_enums_match_the_constants() -> None:
 @pytest.mark.parametrize(
     ("kind", "columns"),
     [
-        ("TrainingJob", ["Phase", "Workers", "Progress", "Metric", "Promoted", "Age"]),
+        ("TrainingJob", ["Phase", "Workers", "Progress", "Trials", "Metric", "Promoted", "Age"]),
         ("DriftMonitor", ["Model", "Accuracy", "Drift", "Retrains", "Last Check", "Age"]),
     ],
 )
