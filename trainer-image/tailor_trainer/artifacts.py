@@ -8,6 +8,8 @@ Layout under TAILOR_ARTIFACT_URI (one prefix per run):
     metrics.json            validation and test numbers, comparisons, verdict, curves
     recent-holdout.json     with data.productionUris: the recent holdout's ids and digests
     reference-profile.json  training-time distributions for the DriftMonitor
+    ids-read.json           the example ids read into each split (train, validation, test,
+                            recentHoldout): the test-set-read-once rule, checkable
     model-card.md           the numbers for humans, with confusion-matrix.png
     manifest.json           sha256 and size of every file above, written last
 
@@ -31,6 +33,7 @@ from tailor_contract import uris
 from tailor_contract.profile import build_reference_profile
 from tailor_contract.trainer_api import ARTIFACT_MANIFEST, ARTIFACT_MODEL_DIR, PRODUCTION_POINTER
 
+from tailor_trainer.search import card_lines
 from tailor_trainer.storage import Store
 
 if TYPE_CHECKING:
@@ -107,7 +110,9 @@ def confusion_plot(matrix: list[list[int]], labels: Sequence[str], path: Path) -
 
 
 def model_card(model_name: str, run_id: str, base: str, metrics: dict[str, Any],
-               plot: bool) -> str:
+               plot: bool, search: dict[str, Any] | None = None) -> str:
+    """model-card.md; `search` is the finished hyper-parameter search of a tuned job
+    (TAILOR_SEARCH), documented in a section of its own."""
     test = metrics["test"]
     cand = test["candidate"]
     lines = [
@@ -143,8 +148,10 @@ def model_card(model_name: str, run_id: str, base: str, metrics: dict[str, Any],
     train = metrics["training"]
     lines += ["", "## Training", "",
               f"{train['steps']} optimizer steps ({train['epochs']:.2f} epochs), best validation "
-              f"at step {train['bestStep']}, {train['samplesPerSecond']:.1f} samples/s.", ""]
-    return "\n".join(lines)
+              f"at step {train['bestStep']}, {train['samplesPerSecond']:.1f} samples/s."]
+    if search is not None:
+        lines += card_lines(search)
+    return "\n".join([*lines, ""])
 
 
 def _score_rows(results: dict[str, Any]) -> list[str]:

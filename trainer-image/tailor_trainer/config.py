@@ -11,12 +11,15 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 from tailor_contract import trainer_api, uris
 from tailor_contract.trainingjob import TrainingJobSpec
 
 from tailor_trainer.errors import REASON_INVALID_SPEC, PermanentError
+from tailor_trainer.objective import Trial, parse_trial
+from tailor_trainer.search import parse_search
 
 ENV_TERMINATION_LOG = "TAILOR_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -39,6 +42,10 @@ class RunConfig:
     metrics_port: int
     group_restarts: int
     termination_log: str
+    trial: Trial | None = None
+    """Trial mode (TAILOR_TRIAL): train on train/validation only, report the objective."""
+    search: dict[str, Any] | None = None
+    """The final run of a tuned job (TAILOR_SEARCH): the finished search, to document."""
 
     @property
     def checkpoint_uri(self) -> str:
@@ -99,4 +106,8 @@ def load_config(env: Mapping[str, str] | None = None) -> RunConfig:
         metrics_port=port,
         group_restarts=restarts,
         termination_log=env.get(ENV_TERMINATION_LOG, DEFAULT_TERMINATION_LOG),
+        trial=parse_trial(trial) if (trial := env.get(trainer_api.ENV_TRIAL, "").strip())
+        else None,
+        search=parse_search(search) if (search := env.get(trainer_api.ENV_SEARCH, "").strip())
+        else None,
     )

@@ -28,6 +28,10 @@ class Progress:
                              registry=self.registry)
         self.eta = Gauge(trainer_api.METRIC_ETA_SECONDS, "Estimated seconds of training left.",
                          registry=self.registry)
+        self.objective = Gauge(trainer_api.METRIC_VALIDATION_OBJECTIVE,
+                               "Trial mode: the search's objective on the validation split "
+                               "after each epoch.", [trainer_api.LABEL_EPOCH],
+                               registry=self.registry)
         self._window_start = time.monotonic()
         self._window_steps = 0
         self._window_samples = 0
@@ -59,6 +63,11 @@ class Progress:
         self.loss.set(loss)
         if self._rate > 0:
             self.eta.set(max(0.0, (total - step) / self._rate))
+
+    def objective_at(self, epoch: int, value: float) -> None:
+        """The objective after validation `epoch` (1, 2, ...); earlier epochs' samples stay, so
+        one scrape holds the whole curve (what a pruner compares trials by)."""
+        self.objective.labels(**{trainer_api.LABEL_EPOCH: str(epoch)}).set(value)
 
     def restart_window(self) -> None:
         """Forget time spent outside training (evaluation, checkpoints) in the rate."""

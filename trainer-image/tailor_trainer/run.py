@@ -10,6 +10,12 @@ only orders them. Every phase that more than one rank takes part in ends in `dis
 an error anywhere reaches every rank and they all exit with the same code. A run whose
 manifest already exists is complete: a restarted worker group only finishes its promotion and
 reports again.
+
+A trial of a hyper-parameter search (TAILOR_TRIAL) takes the same path as far as training,
+reading train/validation only (the linear probe that starts the head included), then ends in
+`pipeline.trial.finish`: no baseline comparison, evaluation, profile, publication or
+promotion. The final run of a tuned job (TAILOR_SEARCH) is an ordinary run that selects its
+epoch by the search's objective and documents the search (`tailor_trainer.search`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 from tailor_contract.trainer_api import EXIT_SUCCESS, TerminationSummary
 
+from tailor_trainer import search
 from tailor_trainer.config import (
     DEFAULT_TERMINATION_LOG,
     ENV_TERMINATION_LOG,
@@ -33,10 +40,11 @@ from tailor_trainer.config import (
 from tailor_trainer.data.quality import QualityReport
 from tailor_trainer.dist import World, agree, broadcast, init_world, shutdown
 from tailor_trainer.errors import REASON_PREEMPTED, RetryableError, exit_code
-from tailor_trainer.pipeline import baseline, data, evaluate, publish, summary, train
+from tailor_trainer.pipeline import baseline, data, evaluate, publish, summary, train, trial
 from tailor_trainer.pipeline.context import RunContext
 from tailor_trainer.pipeline.data import LocalData
 from tailor_trainer.recipes.base import Recipe
+from tailor_trainer.tracking import SEARCH_RUN_TAG, TRIAL_TAG
 from tailor_trainer.train import Shard, TrainResult
 
 log = logging.getLogger("tailor_trainer")
@@ -63,6 +71,8 @@ class Run:
         ctx, world, main = self.ctx, self.ctx.world, self.ctx.world.is_main
         if ctx.progress is not None:
             ctx.progress.serve(ctx.cfg.metrics_port)
+        if ctx.cfg.trial is not None:
+            return self._trial()
         done = broadcast(world, agree(world, lambda: publish.completed(ctx) if main else None))
         if done is not None:
             publish.finish_completed(ctx, done)
@@ -78,6 +88,21 @@ class Run:
         profile = publish.profile_inputs(ctx, recipe, local, val_shard, outputs)
         outcome = agree(world, lambda: self._evaluate_and_publish(
             recipe, result, local, probe, profile) if main else None)
+        outcome = broadcast(world, outcome)
+        assert outcome is not None
+        return outcome
+
+    def _trial(self) -> TerminationSummary:
+        """Trial mode: train on train/validation, report the objective; nothing published."""
+        ctx, world, main = self.ctx, self.ctx.world, self.ctx.world.is_main
+        if main:
+            self._start_tracking()
+        recipe, local, train_shard, val_shard = self._data()
+        # The probe (fitted on train/validation only) starts the head, as in the final run:
+        # the final run then retrains exactly what the best trial trained.
+        _probe, head = baseline.fit_probe(ctx, recipe, train_shard, val_shard)
+        result = train.fit(ctx, recipe, train_shard, val_shard, head)
+        outcome = agree(world, lambda: trial.finish(ctx, result, local) if main else None)
         outcome = broadcast(world, outcome)
         assert outcome is not None
         return outcome
@@ -98,10 +123,18 @@ class Run:
         return (recipe, local, *data.shards(ctx.labels, local, train_items, val_items))
 
     def _start_tracking(self) -> None:
-        ctx = self.ctx
-        ctx.tracker.start({"tailor.trainingjob": f"{ctx.cfg.namespace}/{ctx.cfg.name}",
-                           "tailor.model": ctx.cfg.model_name, "tailor.task": ctx.spec.task})
-        ctx.tracker.params(self._params())
+        ctx, cfg = self.ctx, self.ctx.cfg
+        tags = {"tailor.trainingjob": f"{cfg.namespace}/{cfg.name}",
+                "tailor.model": cfg.model_name, "tailor.task": ctx.spec.task}
+        if cfg.trial is not None:
+            tags.update({TRIAL_TAG: str(cfg.trial.number),
+                         SEARCH_RUN_TAG: cfg.trial.search_run_id})
+        ctx.tracker.start(tags)
+        params = self._params()
+        if cfg.search is not None:
+            params.update(search.mlflow_params(cfg.search))
+            ctx.tracker.adopt(SEARCH_RUN_TAG, cfg.run_id)
+        ctx.tracker.params(params)
 
     def _params(self) -> dict[str, Any]:
         """The MLflow run's parameters: the spec's tunable sections and the data's shape."""
@@ -129,7 +162,7 @@ class Run:
         ctx = self.ctx
         metrics = evaluate.evaluate_run(ctx, recipe, result, local, probe)
         publish.publish(ctx, recipe, result.model, metrics, profile,
-                        data.recent_manifest(ctx, recipe, local))
+                        data.recent_manifest(ctx, recipe, local), data.ids_document(local))
         return summary.succeeded(metrics, ctx.quality, ctx.cfg.artifact_uri,
                                  ctx.tracker.mlflow_run_id)
 

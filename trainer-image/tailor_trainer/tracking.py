@@ -8,6 +8,10 @@ never fatal: the artifacts in S3 are the source of truth.
 At publish the run also logs its model as an MLflow pyfunc model (mlflow_model.py), and a
 promotion registers that model and moves the alias, so the registry's version loads and predicts
 with `mlflow.pyfunc.load_model("models:/<name>@<alias>")`.
+
+A trial of a hyper-parameter search logs a run of its own, `<job>-trial-<n>`, tagged with its
+number and the job's run id (`TRIAL_TAG`, `SEARCH_RUN_TAG`); the final run adopts those runs as
+its nested children when it starts (`adopt`), so MLflow shows the search under the run it chose.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ RUN_TAG = "tailor.run_id"
 ARTIFACT_TAG = "tailor.artifact_uri"
 MODEL_URI_TAG = "tailor.model_uri"
 """On a registered version: the promoted model's S3 copy."""
+TRIAL_TAG = "tailor.trial"
+SEARCH_RUN_TAG = "tailor.searchRunId"
+"""On a trial's run: the run id of the job whose search it belongs to."""
+PARENT_TAG = "mlflow.parentRunId"
+"""MLflow's own tag for a nested run (the UI shows it under its parent)."""
 FLUSH_EVERY = 50
 
 
@@ -69,6 +78,29 @@ class Tracker:
             self.enabled = False
             return ""
         return self.mlflow_run_id
+
+    def adopt(self, tag: str, value: str) -> int:
+        """Make the runs of this experiment tagged `tag`=`value` (a search's trials) nested
+        children of this run; best effort. Returns how many runs were adopted."""
+        if not self.enabled or self._client is None or not self.mlflow_run_id:
+            return 0
+        adopted = 0
+        try:
+            experiment = self._client.get_run(self.mlflow_run_id).info.experiment_id
+            token = None
+            while True:
+                page = self._client.search_runs([experiment], f"tags.`{tag}` = '{value}'",
+                                                max_results=1000, page_token=token)
+                for run in page:
+                    if run.info.run_id != self.mlflow_run_id:
+                        self._client.set_tag(run.info.run_id, PARENT_TAG, self.mlflow_run_id)
+                        adopted += 1
+                token = page.token
+                if not token:
+                    break
+        except Exception as exc:
+            log.warning("MLflow could not adopt the runs tagged %s=%s: %s", tag, value, exc)
+        return adopted
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         if not self.enabled or not self.mlflow_run_id:

@@ -13,7 +13,9 @@ tensor: the losses and sample counts of the steps since the last exchange, and t
 (rank 0's "checkpoint now", anyone's "SIGTERM received"), so every rank takes the same
 decision at the same step. An exchange waits for the GPU; between exchanges the host queues
 the next steps' work (batches are copied from pinned memory without waiting) and the GPU never
-idles. Model selection and early stopping look at the validation split only.
+idles. Model selection and early stopping look at the validation split only: at
+evaluation.metric, or in trial mode at the search's objective (objective.py). A NaN or infinite
+training loss stops the run at the exchange that sees it (a permanent NonFiniteLoss).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from tailor_trainer.errors import (
     RetryableError,
 )
 from tailor_trainer.metrics import Progress
+from tailor_trainer.objective import Objective, check_finite, curve
 from tailor_trainer.recipes.base import Recipe
 from tailor_trainer.resume import LoopState, StopSignal
 from tailor_trainer.schedule import (
@@ -82,6 +85,8 @@ class TrainResult:
     stopped_early: bool
     timeline: list[tuple[int, float]] = field(default_factory=list)
     """(step, monotonic time) at each exchange, when the GPU had finished that step."""
+    validations: list[dict[str, float]] = field(default_factory=list)
+    """The scores of every validation, in order (with their step)."""
 
 
 @dataclass
@@ -124,7 +129,10 @@ class Trainer:
 
     def __init__(self, world: World, spec: TrainingJobSpec, recipe: Recipe, num_labels: int,
                  checkpointer: Checkpointer, progress: Progress | None,
-                 log_metrics: Callable[[int, dict[str, float]], None]) -> None:
+                 log_metrics: Callable[[int, dict[str, float]], None], *,
+                 objective: Objective | None = None, report_objective: bool = False) -> None:
+        """`objective` selects the best epoch (default: evaluation.metric, maximized);
+        `report_objective` (trial mode) also puts it on the progress endpoint per epoch."""
         self.world = world
         self.spec = spec
         self.hp = spec.hyperparameters
@@ -133,6 +141,8 @@ class Trainer:
         self.checkpointer = checkpointer
         self.progress = progress
         self.log_metrics = log_metrics
+        self.objective = objective or Objective(spec.evaluation.metric)
+        self.report_objective = report_objective
         self.amp = autocast_dtype(self.hp.precision, world.device)
         self.interval = parse_duration(spec.checkpoint.interval).total_seconds()
         self.sync_every = SYNC_EVERY_GPU if world.device.type == "cuda" else 1
@@ -145,6 +155,7 @@ class Trainer:
         lengths = [self.recipe.length(item) for item in train.items]
         session = self._start(lengths, head)
         state = session.state
+        self._report(state.validation)  # a resumed trial's earlier epochs
         if self.progress is not None:
             self.progress.update(state.step, session.total, state.epoch, math.nan, 0)
             self.progress.restart_window()
@@ -309,6 +320,7 @@ class Trainer:
         s.timeline.append((s.state.step, time.monotonic()))
         for i, done_step in enumerate(pending):
             mean_loss = float(shared[i]) / world.size
+            check_finite(mean_loss, done_step.step, done_step.lr)
             s.state.history.append({"step": done_step.step, "loss": mean_loss,
                                     "lr": done_step.lr})
             if self.progress is not None:
@@ -329,7 +341,8 @@ class Trainer:
         state.validation.append(scores)
         self.log_metrics(state.step, {f"val_{k.replace('-', '_')}": v
                                       for k, v in scores.items() if k != "step"})
-        metric = scores[self.spec.evaluation.metric]
+        self._report(state.validation)
+        metric = self.objective.score(scores)
         if metric > state.best_metric:
             state.best_metric, state.best_step, state.bad_evals = metric, state.step, 0
             s.best = cpu_clone(s.model.state_dict()) if self.world.is_main else None
@@ -341,6 +354,11 @@ class Trainer:
         if self.progress is not None:
             self.progress.restart_window()
         return s.stopped_early
+
+    def _report(self, validation: list[dict[str, float]]) -> None:
+        if self.report_objective and self.progress is not None:
+            for epoch, value in curve(validation, self.objective):
+                self.progress.objective_at(epoch, value)
 
     def _result(self, s: Session) -> TrainResult:
         """The best model (rank 0 loads its weights) and the numbers of the run."""
@@ -358,6 +376,7 @@ class Trainer:
             train_seconds=elapsed,
             samples_per_second=s.samples_seen * world.size / elapsed if elapsed > 0 else 0.0,
             resumed_from=s.resumed_from, stopped_early=s.stopped_early, timeline=s.timeline,
+            validations=[dict(v) for v in state.validation],
         )
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -56,8 +56,11 @@ class RunContext:
         tracking = spec.tracking
         experiment = (tracking.experiment if tracking and tracking.experiment
                       else os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.model_name)
+        # A trial's MLflow run is named for its number; it nests under the final run's.
+        run_name = (f"{cfg.name}-trial-{cfg.trial.number}" if cfg.trial is not None
+                    else f"{cfg.name}-{cfg.run_id}")
         tracker = Tracker((tracking.uri if tracking else None) if world.is_main else None,
-                          experiment, cfg.run_id, f"{cfg.name}-{cfg.run_id}", cfg.artifact_uri)
+                          experiment, cfg.run_id, run_name, cfg.artifact_uri)
         return cls(cfg=cfg, world=world, store=Store(spec.storage), work_dir=work_dir,
                    tracker=tracker, columns=ColumnMap.from_spec(spec.data),
                    progress=Progress() if world.is_main else None)

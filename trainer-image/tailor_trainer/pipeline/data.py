@@ -7,6 +7,12 @@ production files alone (`tailor_trainer.data.holdout`), on every rank alike.
 The gate runs on rank 0 before anything is trained, and `data-quality.json` is written whether
 it passes or not. The test set is locked only after the gate passed and the base model and
 every input proved readable, so a bad configuration leaves nothing behind.
+
+A trial of a hyper-parameter search (trial mode) reads the locked test set's ids and plans the
+recent holdout like any run, but drops every row assigned to the test set, the recent holdout or
+held out with them, before anything else sees it: such rows are never kept, encoded, gated or
+counted, and a trial neither checks nor locks a test set. What every run read, by split, is
+rank 0's record (`LocalData.ids`; rank 0 assigns every row), written as ids-read.json.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from tailor_contract import trainer_api, uris
 from tailor_trainer.data import holdout
 from tailor_trainer.data.load import (
     Batch,
+    ColumnMap,
     DataFile,
     KnownIds,
     iter_batches,
@@ -60,6 +67,14 @@ class LocalData:
     labels_seen: set[str] = field(default_factory=set)
     seen: dict[str, int] = field(default_factory=lambda: {"train": 0, "validation": 0})
     """Rows of train/validation met so far over all ranks: they are dealt out round-robin."""
+    ids: dict[str, list[str]] = field(default_factory=lambda: {
+        "train": [], "validation": [], "test": [], "recentHoldout": []})
+    """Rank 0: the id of every row read into each split, over all ranks (ids-read.json)."""
+
+
+IDS_KEY = {"train": "train", "validation": "validation", "test": "test",
+           "recent": "recentHoldout"}
+"""The key of ids-read.json (trainer_api.ARTIFACT_IDS_READ) for each part that is read."""
 
 
 def read_locked(ctx: RunContext) -> LockedTestSet | None:
@@ -72,7 +87,7 @@ def read_locked(ctx: RunContext) -> LockedTestSet | None:
 def read(ctx: RunContext) -> LocalData:
     """The pass over data.uri, data.additionalUris and data.productionUris: this rank's rows,
     rank 0's report. The recent holdout is planned first (a bad timestamp fails here)."""
-    world, cols, data = ctx.world, ctx.columns, ctx.data
+    world, cols, data, trial = ctx.world, ctx.columns, ctx.data, ctx.cfg.trial is not None
     files = resolve_all(ctx.store, data)
     ctx.recent = holdout.plan(ctx.store, data, ctx.spec.evaluation.recent_holdout, cols,
                               ctx.work_dir, ctx.locked.ids if ctx.locked else ())
@@ -94,13 +109,16 @@ def read(ctx: RunContext) -> LocalData:
                 counts[1] += dropped
             else:
                 known.add(batch, cols.id)
+        parts = _assign(splitter, batch, cols, file)
+        if trial:
+            batch, parts = _trial_rows(batch, parts)
         if gate is not None:
             gate.add(batch, annotated=not file.additional)
-        _keep(ctx, local, splitter, batch, file)
+        _keep(ctx, local, batch, parts)
     if gate is not None:
         report = gate.report()
-        report.split = {k: v for k, v in local.counts.items()
-                        if v or k not in ("held-out", "recent")}
+        shown = ("train", "validation") if trial else ("train", "validation", "test")
+        report.split = {k: v for k, v in local.counts.items() if v or k in shown}
         for name, uris_of in (("additional", data.additional_uris),
                               ("production", data.production_uris)):
             if uris_of:
@@ -112,21 +130,40 @@ def read(ctx: RunContext) -> LocalData:
     return local
 
 
-def _keep(ctx: RunContext, local: LocalData, splitter: Splitter, batch: Batch,
-          file: DataFile) -> None:
-    """Assign each usable row of a batch and keep what belongs to this rank."""
+def _assign(splitter: Splitter, batch: Batch, cols: ColumnMap,
+            file: DataFile) -> list[Part | None]:
+    """Each row's part (None for a row without an id: it cannot be assigned, or used)."""
+    ids = batch[cols.id]
+    groups = batch[cols.group] if cols.group else [None] * len(ids)
+    return [None if example_id is None or is_empty(example_id) else
+            splitter.assign(example_id, None if is_empty(group) else group,
+                            additional=file.additional, production=file.production)
+            for example_id, group in zip(ids, groups, strict=True)]
+
+
+def _trial_rows(batch: Batch, parts: list[Part | None]) -> tuple[Batch, list[Part | None]]:
+    """Trial mode: the rows of a batch that may train or validate (and those without an id,
+    which the gate counts as such); the rest are dropped before the gate sees them."""
+    rows = [i for i, part in enumerate(parts) if part in (None, "train", "validation")]
+    if len(rows) == len(parts):
+        return batch, parts
+    return ({name: [values[i] for i in rows] for name, values in batch.items()},
+            [parts[i] for i in rows])
+
+
+def _keep(ctx: RunContext, local: LocalData, batch: Batch, parts: list[Part | None]) -> None:
+    """Keep each usable row of a batch that belongs to this rank (rank 0: record its id)."""
     world, cols = ctx.world, ctx.columns
     ids, texts, labels = batch[cols.id], batch[cols.input], batch[cols.label]
-    groups = batch[cols.group] if cols.group else [None] * len(ids)
-    for example_id, text, label, group in zip(ids, texts, labels, groups, strict=True):
-        if is_empty(example_id) or is_empty(text) or is_empty(label):
+    for example_id, text, label, part in zip(ids, texts, labels, parts, strict=True):
+        if part is None or is_empty(text) or is_empty(label):
             continue
         assert example_id is not None and text is not None and label is not None
         label = label.strip()
         local.labels_seen.add(label)
-        part: Part = splitter.assign(example_id, None if is_empty(group) else group,
-                                     additional=file.additional, production=file.production)
         local.counts[part] += 1
+        if world.is_main and part in IDS_KEY:
+            local.ids[IDS_KEY[part]].append(example_id)
         if part in ("test", "recent"):
             if world.is_main:
                 (local.test if part == "test" else local.recent).append((example_id, text, label))
@@ -159,6 +196,8 @@ def gate(ctx: RunContext, recipe: Recipe, local: LocalData) -> None:
         raise DataQualityFailed(f"the split left {local.counts['train']} training and "
                                 f"{local.counts['validation']} validation examples; more data "
                                 "or larger split shares are needed", "failed: split")
+    if ctx.cfg.trial is not None:
+        return  # a trial read no test row: it has nothing to check or lock
     _lock_test_set(ctx, recipe, local)
     assert ctx.locked is not None
     ctx.tracker.tags({"tailor.test_set_fingerprint": ctx.locked.fingerprint,
@@ -232,6 +271,11 @@ def _test_groups(ctx: RunContext, local: LocalData) -> set[str]:
             if example_id in ids and not is_empty(group):
                 groups.add(str(group))
     return groups
+
+
+def ids_document(local: LocalData) -> bytes:
+    """ids-read.json (rank 0): the ids read into each split, sorted."""
+    return json.dumps({k: sorted(v) for k, v in local.ids.items()}, indent=1).encode()
 
 
 def shards(labels: list[str], local: LocalData, train_items: list[Any],

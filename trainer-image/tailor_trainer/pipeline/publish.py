@@ -2,7 +2,8 @@
 
 Under the run's prefix: `model/`, `metrics.json`, `reference-profile.json` (the validation
 split as the DriftMonitor will compare production with), `data-quality.json` (again, so that the
-manifest covers it), `recent-holdout.json` (with production data), `model-card.md` and its
+manifest covers it), `recent-holdout.json` (with production data), `ids-read.json` (the ids read
+into each split), `model-card.md` (with the hyper-parameter search of a tuned job) and its
 confusion matrix, and `manifest.json` with the SHA-256 and size of each, written last: a run
 with a manifest is complete. Promotion then copies the model to its production place, replaces
 the pointer in one PUT and moves the MLflow registry alias (`promote_run`: the one promotion
@@ -23,6 +24,7 @@ import numpy as np
 from tailor_contract import uris
 from tailor_contract.trainer_api import (
     ARTIFACT_DATA_QUALITY,
+    ARTIFACT_IDS_READ,
     ARTIFACT_METRICS,
     ARTIFACT_MODEL_CARD,
     ARTIFACT_MODEL_DIR,
@@ -69,10 +71,12 @@ def profile_inputs(ctx: RunContext, recipe: Recipe, local: LocalData, val: Shard
 
 
 def publish(ctx: RunContext, recipe: Recipe, model: Any, metrics: dict[str, Any],
-            profile: ProfileInputs, holdout: dict[str, Any] | None = None) -> None:
+            profile: ProfileInputs, holdout: dict[str, Any] | None = None,
+            ids_read: bytes | None = None) -> None:
     """Upload the model and the documents, the manifest last, then promote on the verdict.
 
-    `holdout` is recent-holdout.json's content (None without production data). `metrics`
+    `holdout` is recent-holdout.json's content (None without production data), `ids_read`
+    ids-read.json's. `metrics`
     gains `promotedModelUri` and `registeredVersion` when the model is promoted.
     """
     cfg = ctx.cfg
@@ -86,6 +90,8 @@ def publish(ctx: RunContext, recipe: Recipe, model: Any, metrics: dict[str, Any]
     documents = _documents(ctx, metrics, profile)
     if holdout is not None:
         documents[ARTIFACT_RECENT_HOLDOUT] = json.dumps(holdout, indent=1).encode()
+    if ids_read is not None:
+        documents[ARTIFACT_IDS_READ] = ids_read
     for name, data in documents.items():
         (out / name).write_bytes(data)
         ctx.store.put_bytes(uris.join(cfg.artifact_uri, name), data)
@@ -153,7 +159,8 @@ def _documents(ctx: RunContext, metrics: dict[str, Any],
         ARTIFACT_REFERENCE_PROFILE: json.dumps(reference).encode(),
         ARTIFACT_DATA_QUALITY: json.dumps(quality.to_dict(), indent=1).encode(),
         ARTIFACT_MODEL_CARD: artifacts.model_card(cfg.model_name, cfg.run_id,
-                                                  ctx.model.base or "", metrics, plot).encode(),
+                                                  ctx.model.base or "", metrics, plot,
+                                                  cfg.search).encode(),
     }
     if plot:
         documents[CONFUSION_PLOT] = (out / CONFUSION_PLOT).read_bytes()

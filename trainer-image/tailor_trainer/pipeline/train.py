@@ -13,6 +13,7 @@ from tailor_trainer import evaluate
 from tailor_trainer.checkpoint import Checkpointer
 from tailor_trainer.dist import agree
 from tailor_trainer.errors import REASON_INVALID_SPEC, PermanentError
+from tailor_trainer.objective import Objective
 from tailor_trainer.pipeline.baseline import Head
 from tailor_trainer.pipeline.context import RunContext
 from tailor_trainer.recipes.base import Recipe, fetch_base_model
@@ -43,12 +44,20 @@ def fit(ctx: RunContext, recipe: Recipe, train: Shard, val: Shard,
     """Fine-tune on every rank, resuming from the run's newest checkpoint if there is one.
 
     Training holds collectives of its own, so it runs outside `agree`: a rank that fails there
-    exits, and torchrun stops its peers.
+    exits, and torchrun stops its peers. A trial selects by, and reports, its objective; a
+search's final run selects by the same objective.
     """
     checkpointer = Checkpointer(ctx.store, ctx.cfg.checkpoint_uri, ctx.work_dir,
                                 ctx.spec.checkpoint.keep)
+    trial, search = ctx.cfg.trial, ctx.cfg.search
+    objective = trial.objective if trial else None
+    if search is not None:
+        # A search's final run keeps its epoch by the objective the search chose it by.
+        chosen = search["objective"]
+        objective = Objective(chosen["metric"], chosen.get("direction") or "maximize")
     trainer = Trainer(ctx.world, ctx.spec, recipe, len(ctx.labels), checkpointer,
-                      ctx.progress, ctx.tracker.metrics)
+                      ctx.progress, ctx.tracker.metrics, objective=objective,
+                      report_objective=trial is not None)
     stop = StopSignal()
     with stop.installed():
         result = trainer.fit(train, val, stop, head)
