@@ -75,6 +75,8 @@ def start_background(trainingjob_index: kopf.Index[Any, Any],
 
     loops = [("housekeeping", config.progress_interval,
               lambda: rt.trainingjobs.housekeeping(lambda: known(trainingjob_index))),
+             ("trial-curves", config.trial_interval,
+              lambda: rt.trainingjobs.scrape_trials(lambda: known(trainingjob_index))),
              ("drift-checks", 1.0, lambda: rt.driftmonitors.schedule(known(driftmonitor_index)))]
     for name, interval, step in loops:
         threading.Thread(target=run_forever, name=name, daemon=True,

@@ -17,6 +17,7 @@ class OperatorSettings:
     liveness_port: int = 8080
     bind_address: str = "0.0.0.0"  # noqa: S104 (a pod's own address; no host network)
     progress_interval: float = 10.0
+    trial_interval: float = 2.0  # between reads of running trials' validation curves (pruning)
     # Cluster-wide defaults for jobs that leave them out (the Helm chart's `defaults`).
     default_s3_endpoint: str | None = None
     default_s3_region: str | None = None
@@ -46,6 +47,9 @@ def parse(argv: list[str] | None = None) -> OperatorSettings:
                                                                    "0.0.0.0"))  # noqa: S104
     parser.add_argument("--progress-interval", type=float, default=10.0,
                         help="seconds between reads of a running job's progress")
+    parser.add_argument("--trial-interval", type=float, default=2.0,
+                        help="seconds between reads of running trials' validation curves "
+                             "(how soon a trial is pruned)")
     parser.add_argument("--webhook-port", type=int,
                         default=int(os.environ.get("TAILOR_WEBHOOK_PORT", "8443")),
                         help="port of the Alertmanager webhook (POST /alerts)")
@@ -58,6 +62,7 @@ def parse(argv: list[str] | None = None) -> OperatorSettings:
         trainer_image=args.trainer_image, namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port, liveness_port=args.liveness_port,
         bind_address=args.bind_address, progress_interval=args.progress_interval,
+        trial_interval=args.trial_interval,
         exclude_namespaces=tuple(args.exclude_namespace),
         webhook_port=args.webhook_port, webhook_token_file=args.webhook_token_file,
         default_s3_endpoint=os.environ.get("TAILOR_DEFAULT_S3_ENDPOINT") or None,

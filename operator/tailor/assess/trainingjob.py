@@ -22,18 +22,18 @@ Every decision reads conditions; `phase` is written for humans and read by nothi
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tailor_contract import clock, trainer_api
 from tailor_contract import constants as c
-from tailor_contract.trainer_api import TerminationSummary
 from tailor_contract.trainingjob import TrainingJobSpec
 
-from tailor.assess import approval, workers
-from tailor.assess.conditions import Event, find, is_true, reason_of, upsert
+from tailor.assess import approval, tuning, workers
+from tailor.assess.conditions import Event, find, is_true, reason_of
+from tailor.assess.status import JobStatus, seconds_between
+from tailor.assess.tuning import Observed, TrialStart
 from tailor.assess.workers import Failure, diagnose, worker_index
 from tailor.builders.trainingjob import ANNOTATION_ATTEMPT
 
@@ -51,11 +51,9 @@ class Decision:
     attempt: int = 0
     events: list[Event] = field(default_factory=list)
     deadline_seconds: int | None = None  # for a created Job: what is left of the deadline
-
-
-def seconds_between(start: str, end: str) -> float:
-    """Seconds from one RFC 3339 time to another."""
-    return (clock.parse(end) - clock.parse(start)).total_seconds()
+    trial_starts: list[TrialStart] = field(default_factory=list)
+    """Trial groups to create, after the status that records their trials is written."""
+    trial_deletes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -82,100 +80,6 @@ def job_essence(job: dict[str, Any] | None) -> tuple[Any, ...] | None:
             bool((job.get("spec") or {}).get("suspend")),
             *(int(status.get(k, 0) or 0) for k in ("active", "ready", "succeeded", "failed")),
             finished)
-
-
-class _Status:
-    """Builds the new status from the old one."""
-
-    def __init__(self, body: dict[str, Any], spec: TrainingJobSpec, now: str) -> None:
-        self.old = body.get("status") or {}
-        self.new = copy.deepcopy(self.old)
-        self.generation = body.get("metadata", {}).get("generation")
-        self.now = now
-        self.new["observedGeneration"] = self.generation
-        workers_ = self.new.setdefault("workers", {})
-        workers_.setdefault("restarts", 0)
-        workers_["desired"] = spec.workers
-        self.attempt = int(workers_["restarts"])
-
-    def finished(self) -> bool:
-        conditions = self.new.get("conditions")
-        return is_true(conditions, c.CONDITION_SUCCEEDED) or is_true(conditions,
-                                                                     c.CONDITION_FAILED)
-
-    def condition(self, kind: str, value: bool | None, reason: str, message: str) -> None:
-        self.new["conditions"] = upsert(self.new.get("conditions"), kind, value, reason,
-                                        message, self.generation, self.now)
-
-    def awaiting_report(self) -> None:
-        """What only the trainer can tell is Unknown until it does (set once, at the start)."""
-        for kind in (c.CONDITION_DATA_QUALITY_PASSED, c.CONDITION_PROMOTED):
-            if find(self.new.get("conditions"), kind) is None:
-                self.condition(kind, None, c.REASON_PENDING,
-                               "the trainer reports it when the run ends")
-
-    def phase(self, phase: str, reason: str, message: str, *, running: bool = False,
-              suspended: bool = False, reconciling: bool = True) -> None:
-        """Every non-terminal phase: the conditions that go with it."""
-        self.new["phase"] = phase
-        self.condition(c.CONDITION_RUNNING, running, reason, message)
-        self.condition(c.CONDITION_SUSPENDED, suspended, reason, message if suspended else "")
-        self.condition(c.CONDITION_READY, False, reason, message)
-        self.condition(c.CONDITION_RECONCILING, reconciling, reason, message)
-        self.condition(c.CONDITION_STALLED, False, reason, "")
-        self.condition(c.CONDITION_SUCCEEDED, False, reason, "")
-        self.condition(c.CONDITION_FAILED, False, reason, "")
-
-    def counts(self, job: dict[str, Any] | None) -> None:
-        js = (job or {}).get("status", {})
-        workers_ = self.new["workers"]
-        for key in ("active", "ready", "succeeded", "failed"):
-            workers_[key] = int(js.get(key, 0) or 0)
-        workers_["summary"] = f"{workers_['ready']}/{workers_['desired']}"
-
-    def finish(self, succeeded: bool, reason: str, message: str) -> None:
-        self.new["phase"] = "Succeeded" if succeeded else "Failed"
-        self.new["completionTime"] = self.now
-        self.condition(c.CONDITION_SUCCEEDED, succeeded, reason, message if succeeded else "")
-        self.condition(c.CONDITION_FAILED, not succeeded, reason, "" if succeeded else message)
-        self.condition(c.CONDITION_READY, succeeded, reason, message)
-        self.condition(c.CONDITION_STALLED, not succeeded, reason, "" if succeeded else message)
-        self.condition(c.CONDITION_RECONCILING, False, reason, "")
-        self.condition(c.CONDITION_RUNNING, False, reason, "")
-        self.condition(c.CONDITION_SUSPENDED, False, reason, "")
-
-    def report(self, summaries: list[TerminationSummary], failure: Failure | None = None,
-               *, finished: bool = False, succeeded: bool = False) -> None:
-        """DataQualityPassed and Promoted from what the trainer reported; a finished run that
-        reported no gate says so (NotApplicable: a custom task, or a failure before it)."""
-        quality = workers.data_quality(summaries, failure)
-        if quality is None and finished and reason_of(
-                self.new.get("conditions"), c.CONDITION_DATA_QUALITY_PASSED) == c.REASON_PENDING:
-            quality = None, c.REASON_NOT_APPLICABLE, "the run reported no data-quality gate"
-        if quality is not None:
-            self.condition(c.CONDITION_DATA_QUALITY_PASSED, *quality)
-        if finished:
-            summary = summaries[0] if summaries else None
-            self.condition(c.CONDITION_PROMOTED, *workers.promotion(summary, succeeded))
-
-    def transition_events(self) -> list[Event]:
-        """One Event per change of phase, worded from the conditions that changed with it."""
-        old, new = self.old.get("phase"), self.new.get("phase")
-        if old == new:
-            return []
-        conditions = self.new.get("conditions")
-        if is_true(conditions, c.CONDITION_FAILED):
-            failed = find(conditions, c.CONDITION_FAILED) or {}
-            return [Event("Warning", failed.get("reason", "Failed"), failed.get("message", ""))]
-        reconciling = find(conditions, c.CONDITION_RECONCILING) or {}
-        reason = str(reconciling.get("reason") or new)
-        if reason == c.REASON_RESTARTING:
-            failure = self.new.get("failure", {})
-            return [Event("Warning", c.REASON_RESTARTING,
-                          f"restarting all workers (restart {self.new['workers']['restarts']}) "
-                          f"after {failure.get('reason')}: {failure.get('message', '')}")]
-        return [Event("Normal", reason,
-                      reconciling.get("message") or f"phase {old or 'none'} -> {new}")]
 
 
 def _trigger_annotation(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -220,12 +124,49 @@ def _awaiting_restart(status: dict[str, Any]) -> bool:
     return all(t and clock.parse(t) <= clock.parse(failed_at) for t in since)
 
 
+def _remaining(spec: TrainingJobSpec, s: JobStatus) -> int | None:
+    """Seconds left of activeDeadlineSeconds, counted from the job's start (recorded now if
+    it has not started); None: no limit."""
+    started = s.new.setdefault("startTime", s.now)
+    deadline = spec.run_policy.active_deadline_seconds
+    if deadline is None:
+        return None
+    return int(deadline - seconds_between(started, s.now))
+
+
+def _search(s: JobStatus, spec: TrainingJobSpec, body: dict[str, Any], seen: Observed
+            ) -> tuple[Decision | None, tuning.SearchStep]:
+    """The search phase (tailor.assess.tuning): a decision while it runs or once it failed;
+    None once it completed, and the final run follows."""
+    remaining = _remaining(spec, s)
+    stop = (c.REASON_DEADLINE_EXCEEDED, _deadline_message(spec)) \
+        if remaining is not None and remaining <= 0 else None
+    suspended = spec.run_policy.suspend
+    step = tuning.assess_search(body, spec, seen, s.now, suspended=suspended, stop=stop)
+    s.new["tuning"] = step.tuning
+    s.counts(None)
+    if step.completed:
+        return None, step
+    if step.failure is not None:
+        s.finish(False, *step.failure)
+        s.report([], finished=True)
+    elif suspended:
+        s.phase("Suspended", c.REASON_SUSPENDED, "suspended: the trials' worker groups are "
+                "stopped; the search resumes where it was", suspended=True, reconciling=False)
+    else:
+        running = step.tuning.get("trialsRunning", 0)
+        s.phase("Tuning", c.REASON_SEARCHING, f"searching: {step.tuning.get('summary')}, "
+                f"{running} running", running=running > 0)
+    return Decision("none", s.new, s.attempt, s.transition_events() + step.events,
+                    remaining, trial_starts=step.starts, trial_deletes=step.deletes), step
+
+
 def _deadline_message(spec: TrainingJobSpec) -> str:
     return (f"the job ran longer than activeDeadlineSeconds "
             f"({spec.run_policy.active_deadline_seconds}s)")
 
 
-def _suspend(s: _Status, job: dict[str, Any] | None) -> Decision:
+def _suspend(s: JobStatus, job: dict[str, Any] | None) -> Decision:
     s.counts(None)
     s.phase("Suspended", c.REASON_SUSPENDED,
             "suspended: the worker pods are stopped; checkpoints are kept", suspended=True,
@@ -235,16 +176,13 @@ def _suspend(s: _Status, job: dict[str, Any] | None) -> Decision:
     return Decision(action, s.new, s.attempt, s.transition_events())
 
 
-def _create(s: _Status, spec: TrainingJobSpec) -> Decision:
+def _create(s: JobStatus, spec: TrainingJobSpec) -> Decision:
     """No worker Job: create the current attempt's, unless the deadline has passed."""
-    started = s.new.setdefault("startTime", s.now)
-    deadline, remaining = spec.run_policy.active_deadline_seconds, None
-    if deadline is not None:
-        remaining = int(deadline - seconds_between(started, s.now))
-        if remaining <= 0:
-            s.finish(False, c.REASON_DEADLINE_EXCEEDED, _deadline_message(spec))
-            s.report([], finished=True)
-            return Decision("none", s.new, s.attempt, s.transition_events(), None)
+    remaining = _remaining(spec, s)
+    if remaining is not None and remaining <= 0:
+        s.finish(False, c.REASON_DEADLINE_EXCEEDED, _deadline_message(spec))
+        s.report([], finished=True)
+        return Decision("none", s.new, s.attempt, s.transition_events(), None)
     s.counts(None)
     if s.attempt > 0 and _awaiting_restart(s.old):
         s.phase("Restarting", c.REASON_RESTARTING,
@@ -255,7 +193,7 @@ def _create(s: _Status, spec: TrainingJobSpec) -> Decision:
     return Decision("create", s.new, s.attempt, s.transition_events(), remaining)
 
 
-def _succeeded(s: _Status, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> Decision:
+def _succeeded(s: JobStatus, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> Decision:
     reports = workers.summaries(pods)
     workers.outcome(s.new, reports[0] if reports else None, spec.evaluation.metric, s.now)
     progress = s.new.get("progress")
@@ -267,7 +205,7 @@ def _succeeded(s: _Status, spec: TrainingJobSpec, pods: list[dict[str, Any]]) ->
     return Decision("none", s.new, s.attempt, s.transition_events())
 
 
-def _failed(s: _Status, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> Decision:
+def _failed(s: JobStatus, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> Decision:
     """The worker Job failed: fail the TrainingJob for good, or restart the whole group."""
     failure = diagnose(pods)
     s.new["failure"] = {k: v for k, v in {
@@ -293,7 +231,7 @@ def _failed(s: _Status, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> De
     return Decision("none", s.new, s.attempt, s.transition_events())
 
 
-def _in_progress(s: _Status, spec: TrainingJobSpec, job: dict[str, Any]) -> Decision:
+def _in_progress(s: JobStatus, spec: TrainingJobSpec, job: dict[str, Any]) -> Decision:
     """The worker Job runs, or waits: for Kueue's admission, or for its pods to be ready."""
     ready = s.new["workers"]["ready"]
     if (job.get("spec") or {}).get("suspend"):
@@ -318,13 +256,16 @@ def finished(body: dict[str, Any]) -> bool:
 def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | None,
            pods: list[dict[str, Any]] | None, now: str, *,
            promote_job: dict[str, Any] | None = None,
-           promote_pods: list[dict[str, Any]] | None = None) -> Decision:
+           promote_pods: list[dict[str, Any]] | None = None,
+           trials: Observed | None = None) -> Decision:
     """Decide the next step for a TrainingJob. `pods` is needed only when `job` has finished
     (Complete or Failed); pass None otherwise and the decision asks for nothing about them.
     Once the job has finished, only manual approval remains: `promote_job` is its promote
     Job when `approval.wants_promote_job(body)` (and `promote_pods` that Job's pods once it
-    finished). `now` is an RFC 3339 time (tailor_contract.clock)."""
-    s = _Status(body, spec, now)
+    finished). With spec.tuning the search comes first: `trials` is what was seen of its trial
+    groups (tailor.assess.tuning), and the worker group is the final run's. `now` is an RFC
+    3339 time (tailor_contract.clock)."""
+    s = JobStatus(body, spec, now)
     if s.finished():
         meta = body["metadata"]
         after = approval.assess(meta["name"], meta["uid"], s.new, meta.get("annotations"),
@@ -335,6 +276,20 @@ def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | No
     if "triggeredBy" not in s.new and (lineage := _trigger_annotation(body)):
         s.new["triggeredBy"] = lineage
     s.awaiting_report()
+    if spec.tuning is not None and not tuning.search_done(s.old):
+        searching, step = _search(s, spec, body, trials or Observed())
+        if searching is not None:
+            return searching
+        decision = _after_search(s, spec, job, pods)
+        decision.events[:0] = step.events
+        decision.trial_deletes += step.deletes
+        return decision
+    return _after_search(s, spec, job, pods)
+
+
+def _after_search(s: JobStatus, spec: TrainingJobSpec, job: dict[str, Any] | None,
+                  pods: list[dict[str, Any]] | None) -> Decision:
+    """The worker group's lifecycle: the job's only run, or a search's final run."""
     if spec.run_policy.suspend:
         return _suspend(s, job)
     if job is None:

@@ -8,6 +8,7 @@ Service `x` gives it the stable name `x-worker-<i>.x.<namespace>.svc.cluster.loc
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -17,9 +18,11 @@ from tailor_contract import names, trainer_api
 from tailor_contract.constants import (
     API_VERSION,
     COMPONENT_SERVICE,
+    COMPONENT_TRIAL,
     COMPONENT_WORKERS,
     LABEL_COMPONENT,
     LABEL_TRAININGJOB,
+    LABEL_TRIAL,
     TRAININGJOB_KIND,
 )
 from tailor_contract.trainingjob import TASK_CUSTOM, TrainingJobSpec
@@ -35,16 +38,36 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 @dataclass(frozen=True)
 class JobRef:
-    """Identity of the TrainingJob the children belong to."""
+    """Identity of the TrainingJob the children belong to, and of the worker group: the job's
+    own (`trial` None) or trial `trial`'s of its search."""
 
     name: str
     namespace: str
     uid: str
+    trial: int | None = None
 
     @property
     def run_id(self) -> str:
-        """One run per TrainingJob object: stable across restarts, new if re-created."""
-        return trainer_api.run_id(self.uid)
+        """One run per TrainingJob object: stable across restarts, new if re-created; a trial's
+        is its own, under the job's."""
+        job_run = trainer_api.run_id(self.uid)
+        return job_run if self.trial is None else trainer_api.trial_run_id(job_run, self.trial)
+
+    @property
+    def group(self) -> str:
+        """The worker group's Service; its Job too for a trial."""
+        if self.trial is None:
+            return names.service_name(self.name)
+        return names.trial_group_name(self.name, self.trial)
+
+    @property
+    def job_name(self) -> str:
+        return names.worker_job_name(self.name) if self.trial is None else self.group
+
+    def hostname(self, index: int) -> str:
+        if self.trial is None:
+            return names.worker_hostname(self.name, index)
+        return names.trial_hostname(self.name, self.trial, index)
 
     def owner_reference(self) -> dict[str, Any]:
         return {"apiVersion": API_VERSION, "kind": TRAININGJOB_KIND, "name": self.name,
@@ -52,12 +75,15 @@ class JobRef:
 
 
 def labels(job: JobRef, component: str) -> dict[str, str]:
+    """A child's labels; a trial's pods (component workers) are labelled as the trial's."""
+    if job.trial is not None:
+        return {LABEL_TRAININGJOB: job.name, LABEL_COMPONENT: COMPONENT_TRIAL,
+                LABEL_TRIAL: str(job.trial)}
     return {LABEL_TRAININGJOB: job.name, LABEL_COMPONENT: component}
 
 
 def master_address(job: JobRef) -> str:
-    return (f"{names.worker_hostname(job.name, 0)}.{names.service_name(job.name)}."
-            f"{job.namespace}.svc.cluster.local")
+    return f"{job.hostname(0)}.{job.group}.{job.namespace}.svc.cluster.local"
 
 
 def model_uri(spec: TrainingJobSpec, job: JobRef) -> str:
@@ -67,9 +93,13 @@ def model_uri(spec: TrainingJobSpec, job: JobRef) -> str:
 
 
 def artifact_uri(spec: TrainingJobSpec, job: JobRef) -> str:
-    """`<output>/<model>/runs/<run id>/`, beside the model's test manifest and production copy."""
+    """`<output>/<model>/runs/<run id>/`, beside the model's test manifest and production copy;
+    a trial's is `trials/<n>/` inside its job's."""
     base = model_uri(spec, job)
-    return f"{base}runs/{job.run_id}/" if base else ""
+    if not base:
+        return ""
+    run = f"{base}runs/{trainer_api.run_id(job.uid)}/"
+    return run if job.trial is None else trainer_api.trial_artifact_uri(run, job.trial)
 
 
 def with_operator_defaults(raw_spec: dict[str, Any], *, s3_endpoint: str | None,
@@ -93,7 +123,7 @@ def build_service(job: JobRef) -> dict[str, Any]:
     they are ready, since rendezvous is what makes them ready."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": names.service_name(job.name), "namespace": job.namespace,
+        "metadata": {"name": job.group, "namespace": job.namespace,
                      "labels": labels(job, COMPONENT_SERVICE),
                      "ownerReferences": [job.owner_reference()]},
         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
@@ -269,7 +299,7 @@ def _pod_spec(spec: TrainingJobSpec, job: JobRef, env: list[dict[str, Any]], ima
     init = _wait_for_worker_zero(image)
     init["env"] = [e for e in env if e["name"] == "PET_RDZV_ENDPOINT"]
     pod_spec: dict[str, Any] = {
-        "subdomain": names.service_name(job.name),
+        "subdomain": job.group,
         "restartPolicy": "Never",
         "initContainers": [init] if spec.workers > 1 else [],
         "containers": [_trainer_container(spec, env, image)],
@@ -297,15 +327,18 @@ def placement(spec: TrainingJobSpec) -> dict[str, Any]:
 
 
 def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef, *,
-                     image: str, attempt: int, deadline_seconds: int | None) -> dict[str, Any]:
+                     image: str, attempt: int, deadline_seconds: int | None,
+                     extra_env: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The Indexed Job of one attempt: any failed pod fails it (backoffLimit 0) and the
-    operator decides whether the whole group restarts."""
+    operator decides whether the whole group restarts. `extra_env` is what a trial or the
+    final run of a search adds (builders/tuning.py)."""
     pod_labels = labels(job, COMPONENT_WORKERS)
     job_labels = dict(pod_labels)
     queue = spec.scheduling.queue_name if spec.scheduling is not None else None
     if queue:
         job_labels[KUEUE_QUEUE_LABEL] = queue
-    env = torchrun_env(spec, job, attempt) + tailor_env(spec, raw_spec, job, attempt)
+    env = torchrun_env(spec, job, attempt) + tailor_env(spec, raw_spec, job, attempt) + \
+        list(extra_env)
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed", "completions": spec.workers, "parallelism": spec.workers,
         "backoffLimit": 0,
@@ -318,7 +351,7 @@ def build_worker_job(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRe
         job_spec["activeDeadlineSeconds"] = max(1, deadline_seconds)
     return {
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": names.worker_job_name(job.name), "namespace": job.namespace,
+        "metadata": {"name": job.job_name, "namespace": job.namespace,
                      "labels": job_labels, "annotations": {ANNOTATION_ATTEMPT: str(attempt)},
                      "ownerReferences": [job.owner_reference()]},
         "spec": job_spec,

@@ -34,6 +34,7 @@ from tailor.builders.trainingjob import (
     build_worker_job,
     with_operator_defaults,
 )
+from tailor.controllers import trials as search
 from tailor.controllers.keyed_locks import KeyedLocks
 from tailor.io import metrics, progress
 from tailor.io.k8s import EVENT_THREADS, POOL_SIZE, Conflict, Kube, Obj, slim
@@ -69,6 +70,8 @@ class TrainingJobController:
         # change a decision: our own patch coming back, a Job update of fields we never read.
         self._written: dict[tuple[str, str], tuple[str, str]] = {}
         self._seen_jobs: dict[tuple[str, str], tuple[Any, ...] | None] = {}
+        self._seen_trials: dict[tuple[str, str], dict[str, tuple[Any, ...] | None]] = {}
+        self.trials = search.Trials(kube)
         self._phases: dict[tuple[str, str], str] = {}
         self._phase_counts: Counter[tuple[str, str]] = Counter()
         # Events are best-effort and off the reconcile's critical path.
@@ -81,6 +84,8 @@ class TrainingJobController:
         self._latest.pop(key, None)
         self._written.pop(key, None)
         self._seen_jobs.pop(key, None)
+        self._seen_trials.pop(key, None)
+        search.forget(namespace, name)
         self._set_phase(key, None)
         self._locks.discard(key)
 
@@ -99,20 +104,28 @@ class TrainingJobController:
         key = (namespace, name)
         return key in self._seen_jobs and self._seen_jobs[key] == lifecycle.job_essence(job)
 
+    def trial_seen(self, namespace: str, name: str, job: Obj) -> bool:
+        """Like `job_seen`, for one trial group of TrainingJob `name`'s search."""
+        seen = self._seen_trials.get((namespace, name)) or {}
+        job_name = job["metadata"]["name"]
+        return job_name in seen and seen[job_name] == lifecycle.job_essence(job)
+
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, body: Obj, job: Obj | None, *, job_known: bool = True,
+                  trials: list[Obj] | None = None, curves: dict[int, list[Obj]] | None = None,
                   unless: Callable[[], bool] | None = None) -> None:
         """Bring one TrainingJob a step closer to done. `job` is its worker Job as last seen
-        (None if none exists); with `job_known=False` it is read from the API. `unless` is
-        the event filter again, asked once the job's lock is held: the step that held it may
-        just have acted on what this event shows."""
+        (None if none exists); with `job_known=False` it is read from the API, and so are the
+        trial groups of a search unless `trials` gives them. `curves` are trials' validation
+        curves just scraped. `unless` is the event filter again, asked once the job's lock is
+        held: the step that held it may just have acted on what this event shows."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         started = time.monotonic()
         with self._locks[key]:
             if unless is not None and unless():
                 return
             try:
-                self._reconcile(key, body, job, job_known)
+                self._reconcile(key, body, job, job_known, trials, curves)
             except Exception:
                 metrics.RECONCILE_ERRORS.labels("TrainingJob").inc()
                 raise
@@ -121,7 +134,8 @@ class TrainingJobController:
                     time.monotonic() - started)
 
     def _reconcile(self, key: tuple[str, str], body: Obj, job: Obj | None,
-                   job_known: bool) -> None:
+                   job_known: bool, trials: list[Obj] | None,
+                   curves: dict[int, list[Obj]] | None) -> None:
         latest = self._latest.get(key)
         if latest is not None and latest["metadata"].get("uid") != body["metadata"].get("uid"):
             latest = None  # a new object with the same name
@@ -130,7 +144,7 @@ class TrainingJobController:
             job = self.kube.get_job(key[0], names.worker_job_name(key[1]))
         for _ in range(MAX_CONFLICT_RETRIES):
             try:
-                self._step(key, body, job)
+                self._step(key, body, job, trials, curves)
                 return
             except Conflict:
                 fresh = self.kube.get_trainingjob(*key)
@@ -138,9 +152,12 @@ class TrainingJobController:
                     return
                 body = fresh
                 job = self.kube.get_job(key[0], names.worker_job_name(key[1]))
+                trials = None
         log.warning("TrainingJob %s/%s kept changing; the next event retries", *key)
 
-    def _step(self, key: tuple[str, str], body: Obj, job: Obj | None) -> None:
+    # long: one step is one ordered sequence (read, decide, create, write, delete), kept whole
+    def _step(self, key: tuple[str, str], body: Obj, job: Obj | None,
+              trials: list[Obj] | None, curves: dict[int, list[Obj]] | None) -> None:
         ref = JobRef(key[1], key[0], body["metadata"]["uid"])
         config = self.settings
         raw_spec = with_operator_defaults(body.get("spec") or {},
@@ -155,9 +172,14 @@ class TrainingJobController:
         written: tuple[str, str] | None = None
         pods = self._pods(key, body, job)
         promote_job, promote_pods = self._promote_job(key, body)
+        observed = None
+        if search.searching(body, spec):
+            if trials is None:
+                trials = self.trials.groups(*key)
+            observed = self.trials.observe(body, trials, curves)
         now = clock.stamp()
         decision = lifecycle.assess(body, spec, job, pods, now, promote_job=promote_job,
-                                    promote_pods=promote_pods)
+                                    promote_pods=promote_pods, trials=observed)
         status = decision.status
         if decision.action == "promote":
             # Like the worker Job: created before the status that records it, under a
@@ -170,9 +192,15 @@ class TrainingJobController:
             # needs the other.
             service = self._services.submit(self.kube.create, build_service(ref))
             image = spec.image or self.settings.trainer_image
-            created = self.kube.create(build_worker_job(spec, raw_spec, ref, image=image,
-                                                        attempt=decision.attempt,
-                                                        deadline_seconds=decision.deadline_seconds))
+            if spec.tuning is not None:
+                worker_job = self.trials.final_run(spec, raw_spec, ref, status, image=image,
+                                                   attempt=decision.attempt,
+                                                   deadline_seconds=decision.deadline_seconds)
+            else:
+                worker_job = build_worker_job(spec, raw_spec, ref, image=image,
+                                              attempt=decision.attempt,
+                                              deadline_seconds=decision.deadline_seconds)
+            created = self.kube.create(worker_job)
             service.result()
             if created is not None:
                 # The status says what is true once the Job exists (workers starting, or
@@ -191,13 +219,21 @@ class TrainingJobController:
             written = (patched["metadata"]["uid"], patched["metadata"]["resourceVersion"])
         if decision.action == "delete" and job is not None:
             self.kube.delete_job(key[0], job["metadata"]["name"], job["metadata"]["uid"])
+        if decision.trial_starts or decision.trial_deletes:
+            self.trials.apply(decision, spec, raw_spec, ref,
+                              spec.image or self.settings.trainer_image)
         for event in decision.events:
             self._events.submit(self.kube.event, body, event.type, event.reason, event.message)
         self._record_transition(key, old_status, status)
+        if spec.tuning is not None:
+            search.record(*key, old_status, status)
         # Only now is the step complete: an event of what it wrote or saw may be skipped.
         if written is not None:
             self._written[key] = written
         self._seen_jobs[key] = lifecycle.job_essence(job)
+        if observed is not None:
+            self._seen_trials[key] = {j["metadata"]["name"]: lifecycle.job_essence(j)
+                                      for j in observed.jobs.values()}
 
     def _pods(self, key: tuple[str, str], body: Obj, job: Obj | None) -> list[Obj] | None:
         """The worker group's pods, read once its Job has finished (and only until the
@@ -273,7 +309,8 @@ class TrainingJobController:
         for body in trainingjobs():
             status = body.get("status") or {}
             key = (body["metadata"]["namespace"], body["metadata"]["name"])
-            if is_true(status.get("conditions"), c.CONDITION_RUNNING):
+            if is_true(status.get("conditions"), c.CONDITION_RUNNING) and \
+                    (status.get("tuning") or {}).get("state") != c.SEARCH_SEARCHING:
                 self._update_progress(key, body)
             ttl = (body.get("spec") or {}).get("runPolicy", {}).get("ttlSecondsAfterFinished")
             completed = status.get("completionTime")
@@ -281,6 +318,17 @@ class TrainingJobController:
                     and lifecycle.seconds_between(completed, clock.stamp()) >= ttl:
                 log.info("deleting %s/%s: ttlSecondsAfterFinished (%ss) passed", *key, ttl)
                 self.kube.delete_trainingjob(*key, body["metadata"]["uid"])
+
+    def scrape_trials(self, trainingjobs: Callable[[], list[Obj]]) -> None:
+        """One pass over searching jobs: a running trial's grown validation curve is recorded,
+        and may stop the trial (pruning), at once."""
+        for body in trainingjobs():
+            status = body.get("status") or {}
+            if (status.get("tuning") or {}).get("state") != c.SEARCH_SEARCHING:
+                continue
+            curves = self.trials.curves(body)
+            if curves:
+                self.reconcile(body, None, job_known=False, curves=curves)
 
     def _update_progress(self, key: tuple[str, str], body: Obj) -> None:
         pods = self.kube.list_pods(key[0], f"{c.LABEL_TRAININGJOB}={key[1]},"

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 from tailor_contract.constants import (
     COMPONENT_PROMOTE,
+    COMPONENT_TRIAL,
     COMPONENT_WORKERS,
     GROUP,
     LABEL_COMPONENT,
@@ -33,6 +34,7 @@ from tailor.runtime import controller
 
 WORKER_JOBS = {LABEL_COMPONENT: COMPONENT_WORKERS, LABEL_TRAININGJOB: kopf.PRESENT}
 PROMOTE_JOBS = {LABEL_COMPONENT: COMPONENT_PROMOTE, LABEL_TRAININGJOB: kopf.PRESENT}
+TRIAL_JOBS = {LABEL_COMPONENT: COMPONENT_TRIAL, LABEL_TRAININGJOB: kopf.PRESENT}
 
 
 @kopf.index(GROUP, VERSION, TRAININGJOB_PLURAL)
@@ -47,10 +49,23 @@ async def worker_job_index(namespace: str, labels: kopf.Labels, body: kopf.Body,
     return {(namespace, labels[LABEL_TRAININGJOB]): slim(body, keep_spec=False)}
 
 
+@kopf.index("batch", "v1", "jobs", labels=TRIAL_JOBS)
+async def trial_job_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+                          ) -> dict[tuple[str, str], dict[str, Any]]:
+    """A search's trial groups (spec.tuning), several per TrainingJob."""
+    return {(namespace, labels[LABEL_TRAININGJOB]): slim(body, keep_spec=False)}
+
+
 def _one(index: kopf.Index[tuple[str, str], dict[str, Any]], key: tuple[str, str]
          ) -> dict[str, Any] | None:
     store = index.get(key)
     return next(iter(store), None) if store else None
+
+
+def _all(index: kopf.Index[tuple[str, str], dict[str, Any]], key: tuple[str, str]
+         ) -> list[dict[str, Any]]:
+    store = index.get(key)
+    return list(store) if store else []
 
 
 def _trainingjob_may_change(type: str | None, body: kopf.Body, **_: Any) -> bool:
@@ -66,6 +81,7 @@ def _worker_job_may_change(type: str | None, body: kopf.Body, namespace: str,
 @kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL, when=_trainingjob_may_change)
 def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str,
                       worker_job_index: kopf.Index[tuple[str, str], dict[str, Any]],
+                      trial_job_index: kopf.Index[tuple[str, str], dict[str, Any]],
                       **_: Any) -> None:
     if event["type"] == "DELETED":
         controller().forget(namespace, name)
@@ -74,6 +90,7 @@ def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, nam
         return
     body_now = slim(body)
     controller().reconcile(body_now, _one(worker_job_index, (namespace, name)),
+                           trials=_all(trial_job_index, (namespace, name)),
                            unless=lambda: controller().is_own_write(body_now))
 
 
@@ -94,6 +111,34 @@ def worker_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labe
     job = slim(body, keep_spec=False)
     controller().reconcile(parent, job,
                            unless=lambda: controller().job_seen(namespace, parent_name, job))
+
+
+def _trial_job_may_change(type: str | None, body: kopf.Body, namespace: str,
+                          labels: kopf.Labels, **_: Any) -> bool:
+    return type != "MODIFIED" or not controller().trial_seen(namespace,
+                                                             labels[LABEL_TRAININGJOB], body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=TRIAL_JOBS, when=_trial_job_may_change)
+def trial_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labels: kopf.Labels,
+                    trainingjob_index: kopf.Index[tuple[str, str], dict[str, Any]],
+                    worker_job_index: kopf.Index[tuple[str, str], dict[str, Any]],
+                    trial_job_index: kopf.Index[tuple[str, str], dict[str, Any]],
+                    **_: Any) -> None:
+    """A trial group changed: the search may record its end and start the next trial."""
+    key = (namespace, labels[LABEL_TRAININGJOB])
+    parent = _one(trainingjob_index, key)
+    if parent is None or parent["metadata"].get("deletionTimestamp"):
+        return
+    owner_uids = {o.get("uid") for o in body.get("metadata", {}).get("ownerReferences", [])}
+    if parent["metadata"]["uid"] not in owner_uids:
+        return  # a child of an earlier TrainingJob with the same name
+    trials = [j for j in _all(trial_job_index, key) if event["type"] != "DELETED"
+              or j["metadata"].get("uid") != body["metadata"].get("uid")]
+    job = slim(body, keep_spec=False)
+    controller().reconcile(parent, _one(worker_job_index, key), trials=trials,
+                           unless=lambda: event["type"] == "MODIFIED" and controller().trial_seen(
+                               namespace, key[1], job))
 
 
 def _promote_job_may_change(type: str | None, body: kopf.Body, **_: Any) -> bool:

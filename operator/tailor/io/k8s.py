@@ -143,6 +143,11 @@ class Kube:
             if error.status not in (404, 409):
                 raise
 
+    def list_jobs(self, namespace: str, selector: str) -> list[Obj]:
+        items: list[Obj] = self._call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                                      query={"labelSelector": selector})["items"]
+        return items
+
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
         items: list[Obj] = self._call("GET", f"/api/v1/namespaces/{namespace}/pods",
                                       query={"labelSelector": selector})["items"]

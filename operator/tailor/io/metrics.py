@@ -11,6 +11,12 @@ JOB_DURATION = Histogram(
     buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400))
 RESTARTS = Counter("tailor_trainingjob_restarts_total", "Whole worker-group restarts",
                    ["namespace", "reason"])
+TRIALS = Counter("tailor_tuning_trials_total", "Trials of spec.tuning searches that ended, by "
+                 "state (Completed, Pruned, Failed)", ["namespace", "state"])
+TRIALS_RUNNING = Gauge("tailor_tuning_trials_running", "Trials whose worker groups run now",
+                       ["namespace", "trainingjob"])
+BEST_OBJECTIVE = Gauge("tailor_tuning_best_objective", "The best completed trial's validation "
+                       "objective so far", ["namespace", "trainingjob", "metric"])
 RECONCILE_SECONDS = Histogram("tailor_reconcile_duration_seconds", "Reconcile latency",
                               ["kind"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 RECONCILE_ERRORS = Counter("tailor_reconcile_errors_total", "Reconciles that raised", ["kind"])

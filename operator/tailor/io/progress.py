@@ -43,11 +43,28 @@ def parse(text: str, now: str | None = None) -> dict[str, Any] | None:
     return progress
 
 
-def scrape(pod_ip: str, port: int = trainer_api.METRICS_PORT) -> dict[str, Any] | None:
+def parse_curve(text: str) -> list[dict[str, Any]]:
+    """A trial's validation curve, [{epoch, value}] by epoch, from its metrics page."""
+    points: dict[int, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == trainer_api.METRIC_VALIDATION_OBJECTIVE:
+                try:
+                    points[int(sample.labels[trainer_api.LABEL_EPOCH])] = float(sample.value)
+                except (KeyError, ValueError):
+                    continue
+    return [{"epoch": epoch, "value": points[epoch]} for epoch in sorted(points)]
+
+
+def fetch(pod_ip: str, port: int = trainer_api.METRICS_PORT) -> str | None:
+    """The trainer's metrics page, or None when it cannot be read (yet)."""
     try:
         response = requests.get(f"http://{pod_ip}:{port}/metrics", timeout=TIMEOUT_SECONDS)
     except requests.RequestException:
         return None
-    if response.status_code != 200:
-        return None
-    return parse(response.text)
+    return response.text if response.status_code == 200 else None
+
+
+def scrape(pod_ip: str, port: int = trainer_api.METRICS_PORT) -> dict[str, Any] | None:
+    text = fetch(pod_ip, port)
+    return None if text is None else parse(text)

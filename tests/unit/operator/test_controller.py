@@ -232,7 +232,7 @@ def test_the_operator_registers_no_handlers_that_need_kopfs_diff_base() -> None:
     registry = kopf.get_default_registry()
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
-    assert len(registry._watching.get_all_handlers()) == 3
+    assert len(registry._watching.get_all_handlers()) == 4  # TrainingJobs, worker, trial and promote Jobs
 
 
 def test_a_spec_the_operator_cannot_parse_stalls_with_invalid_spec(
