@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from tailor_contract import constants as c
 from tailor_contract import trainer_api
 
@@ -148,3 +149,26 @@ def test_a_search_survives_an_operator_restart_and_reads_the_test_set_once(
     reading = [k for k in keys if k.endswith(trainer_api.ARTIFACT_IDS_READ)
                and ids_read(story, k)["test"]]
     assert reading == [f"{run}{trainer_api.ARTIFACT_IDS_READ}"]
+
+    # Visible where people look: the model card says what was searched and that the test
+    # score was not tuned on; in MLflow every trial is a nested run of the final run.
+    card = story.s3.get_object(Bucket=story.bucket, Key=f"{run}{trainer_api.ARTIFACT_MODEL_CARD}")
+    text = card["Body"].read().decode()
+    assert "Hyper-parameter search" in text and f"trial {best['number']}" in text
+    found = requests.post(f"{stack.state.mlflow_uri}/api/2.0/mlflow/runs/search", json={
+        "experiment_ids": [mlflow_experiment(stack, "tailor-demo")],
+        "filter": f"tags.`tailor.searchRunId` = '{status['runId']}'"}, timeout=30).json()
+    nested = {tags(r)["tailor.trial"]: tags(r).get("mlflow.parentRunId")
+              for r in found.get("runs", [])}
+    assert set(nested) == {str(n) for n in range(4)}
+    assert set(nested.values()) == {status["mlflowRunId"]}
+
+
+def mlflow_experiment(stack: StackHandle, name: str) -> str:
+    answer = requests.get(f"{stack.state.mlflow_uri}/api/2.0/mlflow/experiments/get-by-name",
+                          params={"experiment_name": name}, timeout=30).json()
+    return str(answer["experiment"]["experiment_id"])
+
+
+def tags(run: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
