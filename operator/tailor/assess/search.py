@@ -90,7 +90,8 @@ def _frozen(trial: dict[str, Any], dists: dict[str, BaseDistribution]) -> Frozen
     curve = {int(p["epoch"]): float(p["value"]) for p in trial.get("curve") or []}
     value = trial.get("value") if state == TrialState.COMPLETE else None
     return create_trial(params=dict(trial["parameters"]), distributions=dists, state=state,
-                        value=value, intermediate_values=curve)
+                        value=value, intermediate_values=curve,
+                        system_attrs=dict(trial.get("pruner") or {}))
 
 
 class Search:
@@ -131,12 +132,18 @@ class Search:
         trial = self.study.ask(self.dists)
         return {k: _plain(v) for k, v in trial.params.items()}
 
-    def should_prune(self, number: int) -> bool:
-        """Whether running trial `number`, with the curve it has reported, should stop."""
+    def should_prune(self, number: int) -> tuple[bool, dict[str, Any]]:
+        """Whether running trial `number`, with the curve it has reported, should stop; and
+        what the pruner recorded about it on the way (Hyperband's successive halving keeps
+        each rung's value in the trial's system attributes and compares later trials with
+        them), to be persisted with the trial and replayed with it."""
         trial = next(t for t in self.study.trials if t.number == number)
         if trial.state != TrialState.RUNNING or not trial.intermediate_values:
-            return False
-        return optuna.trial.Trial(self.study, trial._trial_id).should_prune()
+            return False, dict(trial.system_attrs)
+        # Trial(study, id) is how Optuna's own integrations resume a trial by its id.
+        stop = optuna.trial.Trial(self.study, trial._trial_id).should_prune()
+        recorded = self.study._storage.get_trial(trial._trial_id).system_attrs
+        return stop, {k: v for k, v in recorded.items() if isinstance(v, int | float | str)}
 
 
 def _plain(value: Any) -> int | float:

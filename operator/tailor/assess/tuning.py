@@ -168,7 +168,12 @@ class _Step:
 
     def _prune(self, trial: dict[str, Any], job: dict[str, Any]) -> bool:
         curve = trial["curve"]
-        if self.tuning.early_stopping is None or not self.search.should_prune(trial["number"]):
+        if self.tuning.early_stopping is None:
+            return False
+        stop, recorded = self.search.should_prune(trial["number"])
+        if recorded:
+            trial["pruner"] = recorded
+        if not stop:
             return False
         trial["value"] = float(curve[-1]["value"])
         self.end(trial, c.TRIAL_PRUNED, c.REASON_TRIAL_PRUNED,

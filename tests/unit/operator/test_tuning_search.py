@@ -333,3 +333,56 @@ def test_the_replayed_study_holds_every_persisted_trial_with_its_curve() -> None
     assert [t.number for t in replayed] == [0, 1] and replayed[0].value == 0.8
     assert replayed[1].intermediate_values == {1: 0.5}
     assert search.ask() not in [t["parameters"] for t in trials]
+
+
+def report(status: dict[str, Any], spec: TrainingJobSpec, number: int,
+           values: list[float]) -> dict[str, Any]:
+    """Trial `number` reports its curve epoch by epoch (as the scraper would see it grow)."""
+    curve: list[dict[str, Any]] = []
+    for epoch, value in enumerate(values, 1):
+        curve = [*curve, {"epoch": epoch, "value": value}]
+        status = step(status, Observed(jobs={number: trial_job(number)},
+                                       curves={number: curve}), spec=spec).status
+    return status
+
+
+def test_hyperband_prunes_a_poor_trial_by_the_rungs_replayed_from_status() -> None:
+    """Hyperband (1 to 3 epochs) keeps each trial's value at each rung; persisted with the
+    trial (`pruner`) and replayed, it stops a trial far below the others at epoch 1 in most
+    brackets (a rate over seeds), and never one far above them."""
+    pruned = {"poor": 0, "good": 0}
+    for seed in range(20):
+        spec = spec_of(seed=seed, maxTrials=8,
+                       earlyStopping={"algorithm": "hyperband", "minEpochs": 1})
+        status = step({}, spec=spec).status
+        for number in (0, 1):
+            status = report(status, spec, number, [0.6 + number / 100, 0.7, 0.8])
+            assert status["tuning"]["trials"][number].get("pruner")
+            status = step(status, Observed(jobs={number: trial_job(number, condition="Complete")},
+                                           pods={number: [succeeded(number, 0.8)]}),
+                          spec=spec).status
+        for kind, value in (("poor", 0.05), ("good", 0.99)):
+            after = report(status, spec, 2, [value])
+            pruned[kind] += after["tuning"]["trials"][2]["state"] == c.TRIAL_PRUNED
+    assert pruned["good"] == 0 and pruned["poor"] >= 12, pruned
+
+
+def test_trial_metrics_count_ends_and_follow_the_best() -> None:
+    from prometheus_client import REGISTRY
+    from tailor.controllers import trials
+
+    status = step({}).status
+    after = step(status, Observed(jobs={0: trial_job(0, condition="Complete"), 1: trial_job(1)},
+                                  pods={0: [succeeded(0, 0.8)]})).status
+    before = REGISTRY.get_sample_value("tailor_tuning_trials_total",
+                                       {"namespace": "m", "state": "Completed"}) or 0
+    trials.record("m", "j", status, after)
+    trials.record("m", "j", after, after)  # the same step seen twice counts once
+    assert REGISTRY.get_sample_value("tailor_tuning_trials_total",
+                                     {"namespace": "m", "state": "Completed"}) == before + 1
+    labels = {"namespace": "m", "trainingjob": "j"}
+    assert REGISTRY.get_sample_value("tailor_tuning_best_objective",
+                                     {**labels, "metric": "accuracy"}) == 0.8
+    assert REGISTRY.get_sample_value("tailor_tuning_trials_running", labels) == 2
+    trials.forget("m", "j")
+    assert REGISTRY.get_sample_value("tailor_tuning_trials_running", labels) is None
