@@ -44,10 +44,7 @@ OLD_DATA_MONITOR = "news-monitor-old-data"
 def story(stack: StackHandle, namespace: str, operator: OperatorProcess) -> Iterator[Story]:
     told = Story(stack, namespace, f"e2e-{secrets.token_hex(4)}", SIZE, say=print)
     yield told
-    for page in told.s3.get_paginator("list_objects_v2").paginate(Bucket=told.bucket):
-        for obj in page.get("Contents", []):
-            told.s3.delete_object(Bucket=told.bucket, Key=obj["Key"])
-    told.s3.delete_bucket(Bucket=told.bucket)
+    told.remove_bucket()
 
 
 def parts(status: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

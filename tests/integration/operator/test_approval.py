@@ -29,18 +29,12 @@ SIZE = Size(per_class=10, epochs=1, max_length=32, timeout=900)
 def story(stack: StackHandle, namespace: str, operator: OperatorProcess) -> Iterator[Story]:
     told = Story(stack, namespace, f"approval-{secrets.token_hex(4)}", SIZE, say=print)
     yield told
-    for page in told.s3.get_paginator("list_objects_v2").paginate(Bucket=told.bucket):
-        for obj in page.get("Contents", []):
-            told.s3.delete_object(Bucket=told.bucket, Key=obj["Key"])
-    told.s3.delete_bucket(Bucket=told.bucket)
+    told.remove_bucket()
 
 
 def manifest(story: Story) -> dict[str, Any]:
-    tj = story.trainingjob()
-    tj["metadata"]["name"] = JOB
+    tj = story.single_worker_job(JOB)
     spec = tj["spec"]
-    spec["workers"] = 1
-    spec["model"]["baseline"] = {"generic": False}
     spec["promotion"] = {"policy": "Manual"}
     return tj
 

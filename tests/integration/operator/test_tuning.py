@@ -30,18 +30,12 @@ def story(stack: StackHandle, namespace: str) -> Iterator[Story]:
     told = Story(stack, namespace, f"tuning-{secrets.token_hex(4)}", SIZE, say=print)
     told.upload()
     yield told
-    for page in told.s3.get_paginator("list_objects_v2").paginate(Bucket=told.bucket):
-        for obj in page.get("Contents", []):
-            told.s3.delete_object(Bucket=told.bucket, Key=obj["Key"])
-    told.s3.delete_bucket(Bucket=told.bucket)
+    told.remove_bucket()
 
 
 def manifest(story: Story) -> dict[str, Any]:
-    tj = story.trainingjob()
-    tj["metadata"]["name"] = JOB
+    tj = story.single_worker_job(JOB)
     spec = tj["spec"]
-    spec["workers"] = 1
-    spec["model"]["baseline"] = {"generic": False}
     spec["tuning"] = {
         "objective": {"metric": "accuracy"}, "algorithm": "tpe", "seed": 3,
         "earlyStopping": {"algorithm": "median", "minEpochs": 1},
