@@ -39,6 +39,8 @@ Params = dict[str, int | float]
 _STATES = {c.TRIAL_PENDING: TrialState.RUNNING, c.TRIAL_RUNNING: TrialState.RUNNING,
            c.TRIAL_COMPLETED: TrialState.COMPLETE, c.TRIAL_PRUNED: TrialState.PRUNED,
            c.TRIAL_FAILED: TrialState.FAIL}
+MAX_REASKS = 32
+"""Proposals of points already tried before the space counts as used up."""
 MAX_STARTUP_TRIALS = 5
 """Median pruning waits for this many finished trials (fewer for a small search)."""
 
@@ -123,14 +125,37 @@ class Search:
             return self.tuning.max_trials
         return min(self.tuning.max_trials, len(self._grid))
 
-    def ask(self) -> Params:
-        """The next trial's parameters (recorded in this study as running)."""
+    def ask(self) -> Params | None:
+        """The next trial's parameters (recorded in this study as running); None when the
+        sampler keeps proposing points already tried (a small discrete space is used up).
+
+        A point already tried is not tried again: the trial that tried it answers for the
+        proposal at once (its value, or its end), and the sampler is asked again. Measured in
+        bench/tuning_search.py: over 36 discrete points, TPE proposed a point again in about
+        3 of 12 trials, each a wasted trial."""
         if self._grid is not None:
             seen = [t.params for t in self.study.trials]
             point = next(p for p in self._grid if p not in seen)
             self.study.enqueue_trial(point)
-        trial = self.study.ask(self.dists)
-        return {k: _plain(v) for k, v in trial.params.items()}
+            return self._plain(self.study.ask(self.dists).params)
+        tried = {_key(t.params): t for t in self.study.trials}
+        for _ in range(MAX_REASKS):
+            trial = self.study.ask(self.dists)
+            params = self._plain(trial.params)
+            earlier = tried.get(_key(params))
+            if earlier is None:
+                return params
+            if earlier.state == TrialState.COMPLETE:
+                self.study.tell(trial, earlier.value)
+            else:
+                self.study.tell(trial, state=TrialState.PRUNED
+                                if earlier.state == TrialState.PRUNED else TrialState.FAIL)
+        return None
+
+    @staticmethod
+    def _plain(params: dict[str, Any]) -> Params:
+        """JSON-friendly numbers: ints stay ints, anything else (numpy scalars) a float."""
+        return {k: v if isinstance(v, int) else float(v) for k, v in params.items()}
 
     def should_prune(self, number: int) -> tuple[bool, dict[str, Any]]:
         """Whether running trial `number`, with the curve it has reported, should stop; and
@@ -146,9 +171,8 @@ class Search:
         return stop, {k: v for k, v in recorded.items() if isinstance(v, int | float | str)}
 
 
-def _plain(value: Any) -> int | float:
-    """JSON-friendly numbers: ints stay ints, anything else (numpy scalars) becomes a float."""
-    return value if isinstance(value, int) else float(value)
+def _key(params: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, float(v)) for k, v in params.items()))
 
 
 def best_value(curve: list[dict[str, Any]], direction: str) -> float | None:

@@ -106,6 +106,8 @@ class _Step:
         self.name = body["metadata"].get("uid", "search")
         self.out = SearchStep(self.status)
         self._search: Search | None = None
+        self.exhausted = False
+        """Every point of a discrete space has been tried: the search ends early."""
 
     @property
     def search(self) -> Search:
@@ -173,8 +175,9 @@ class _Step:
         stop, recorded = self.search.should_prune(trial["number"])
         if recorded:
             trial["pruner"] = recorded
-        if not stop:
-            return False
+        planned = int(trial["parameters"].get("epochs", self.spec.hyperparameters.epochs))
+        if not stop or curve[-1]["epoch"] >= planned:
+            return False  # to go on, or it trained its last epoch (its rung is recorded)
         trial["value"] = float(curve[-1]["value"])
         self.end(trial, c.TRIAL_PRUNED, c.REASON_TRIAL_PRUNED,
                  f"stopped after epoch {curve[-1]['epoch']}: {self._metric()} "
@@ -235,6 +238,9 @@ class _Step:
         while len(self.trials) < capacity and \
                 sum(t["state"] in ACTIVE for t in self.trials) < self.tuning.parallel_trials:
             parameters = self.search.ask()
+            if parameters is None:
+                self.exhausted = True
+                return
             trial = {"number": len(self.trials), "parameters": parameters,
                      "state": c.TRIAL_PENDING, "attempts": 1, "startTime": self.now}
             self.trials.append(trial)
@@ -255,7 +261,7 @@ class _Step:
             status["bestTrial"] = {"number": best["number"], "parameters": best["parameters"],
                                    "value": best["value"]}
         finished = sum(counts[s] for s in FINISHED)
-        capacity = self.search.capacity()
+        capacity = len(self.trials) if self.exhausted else self.search.capacity()
         status["summary"] = f"{finished}/{capacity} trials" + (
             f", best {best['value']:.4g}" if best is not None else "")
         limit = self.tuning.max_failed_trials

@@ -386,3 +386,26 @@ def test_trial_metrics_count_ends_and_follow_the_best() -> None:
     assert REGISTRY.get_sample_value("tailor_tuning_trials_running", labels) == 2
     trials.forget("m", "j")
     assert REGISTRY.get_sample_value("tailor_tuning_trials_running", labels) is None
+
+
+def test_no_point_is_tried_twice_and_a_used_up_space_ends_the_search() -> None:
+    """Two possible points, four trials allowed: the search tries each point once and ends,
+    rather than spend two trials training points it already has."""
+    spec = spec_of(maxTrials=4, parallelTrials=1, earlyStopping=None,
+                   searchSpace={"batchSize": {"values": [16, 32]}})
+    status = finish_all(spec, {0: 0.7, 1: 0.8})
+    trials = status["tuning"]["trials"]
+    assert sorted(t["parameters"]["batchSize"] for t in trials) == [16, 32]
+    assert status["tuning"]["state"] == c.SEARCH_COMPLETED
+    assert status["tuning"]["summary"].startswith("2/2 trials")
+
+
+def test_a_trial_that_reached_its_last_epoch_is_not_pruned() -> None:
+    """The scrape may see a trial's last epoch before its Job completes: it ends Completed,
+    whatever the pruner would say (it trained all it was going to)."""
+    status = step({}).status
+    status = step(status, Observed(jobs={0: trial_job(0, condition="Complete"), 1: trial_job(1)},
+                                   pods={0: [succeeded(0, 0.9)]})).status
+    last = [{"epoch": e, "value": 0.1} for e in (1, 2, 3)]  # hyperparameters.epochs is 3
+    decision = step(status, Observed(jobs={1: trial_job(1), 2: trial_job(2)}, curves={1: last}))
+    assert decision.status["tuning"]["trials"][1]["state"] == c.TRIAL_RUNNING
