@@ -35,6 +35,7 @@ from tailor_contract.trainer_api import ARTIFACT_MANIFEST, ARTIFACT_MODEL_DIR, P
 
 from tailor_trainer.search import card_lines
 from tailor_trainer.storage import Store
+from tailor_trainer.transfer import Digest
 
 if TYPE_CHECKING:
     from tailor_trainer.recipes.base import ProfileFeatures
@@ -47,14 +48,20 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def upload_dir(store: Store, local: Path, uri: str) -> dict[str, dict[str, Any]]:
-    """Upload every file below `local` to `uri`; returns {relative path: {sha256, size}}."""
+    """Upload every file below `local` to `uri`, each streamed (multipart when large) and
+    checked once stored; returns {relative path: {sha256, size}}."""
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         relative = path.relative_to(local).as_posix()
-        data = path.read_bytes()
-        store.put_bytes(uris.join(uri, relative), data)
-        files[relative] = {"sha256": sha256_bytes(data), "size": len(data)}
+        files[relative] = store.put_file(uris.join(uri, relative), path).manifest_entry()
     return files
+
+
+def _digest(entry: dict[str, Any]) -> Digest | None:
+    """A manifest entry as the Digest a copy is checked against (None if incomplete)."""
+    if isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int):
+        return Digest(entry["sha256"], entry["size"])
+    return None
 
 
 def write_manifest(store: Store, artifact_uri: str, files: dict[str, dict[str, Any]],
@@ -195,11 +202,13 @@ def _verdict_lines(metrics: dict[str, Any]) -> list[str]:
 
 def promote(store: Store, model_uri: str, run_id: str, artifact_uri: str,
             model_files: dict[str, dict[str, Any]], metrics: dict[str, Any]) -> str:
-    """Copy the model to its production location, then flip the pointer (one atomic PUT)."""
+    """Copy the model to its production location, each file checked against the manifest
+    (multipart above the threshold, so files over 5 GiB too), then flip the pointer (one
+    atomic PUT)."""
     target = uris.join(model_uri, "production", run_id, ARTIFACT_MODEL_DIR) + "/"
-    for relative in model_files:
+    for relative, entry in model_files.items():
         store.copy(uris.join(artifact_uri, ARTIFACT_MODEL_DIR, relative),
-                   uris.join(target, relative))
+                   uris.join(target, relative), _digest(entry))
     pointer = {
         "runId": run_id,
         "modelUri": target,

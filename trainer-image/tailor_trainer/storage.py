@@ -1,7 +1,10 @@
 """One small interface over S3 (boto3, any endpoint such as MinIO) and local paths.
 
-Every write is atomic for its reader: an S3 PUT replaces an object in one step, and a local
-write goes to a temporary file that is renamed into place. Errors are classified here, once:
+Every write is atomic for its reader: an S3 PUT replaces an object in one step, a multipart
+upload appears only when it is completed, a download goes to `<name>.part` renamed into place,
+and a local write goes to a temporary file that is renamed into place. Files move with boto3's
+managed transfers, in parts above a threshold, and every transfer is checked for integrity
+afterwards (`tailor_trainer.transfer`). Errors are classified here, once:
 a missing bucket or object and refused credentials are permanent (the spec or the Secret must
 change), anything about reaching the endpoint is retryable.
 """
@@ -30,6 +33,16 @@ from tailor_trainer.errors import (
     RetryableError,
     TrainerError,
 )
+from tailor_trainer.transfer import (
+    MAX_PART_SIZE,
+    Digest,
+    IntegrityError,
+    TransferSettings,
+    check_copy,
+    check_file,
+    hash_file,
+    stored,
+)
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
            "ExpiredToken", "AllAccessDisabled", "AuthorizationHeaderMalformed"}
@@ -49,8 +62,12 @@ class ObjectInfo:
 class Store:
     """Reads and writes `s3://bucket/key` URIs and absolute local paths alike."""
 
-    def __init__(self, storage: Storage | None = None) -> None:
+    def __init__(self, storage: Storage | None = None,
+                 transfer: TransferSettings | None = None) -> None:
+        """`transfer` defaults to the environment's settings (TransferSettings.from_env), a
+        PermanentError when one of them is malformed."""
         storage = storage or Storage()
+        self._transfer = transfer or TransferSettings.from_env()
         self._endpoint = storage.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or None
         self._region = storage.region
         self._config = Config(
@@ -134,16 +151,26 @@ class Store:
             raise self._error(exc, uri, "check") from exc
 
     def download(self, uri: str, path: Path) -> None:
-        """Stream the object to a local file (never whole into memory)."""
+        """Stream the object to a local file (never whole into memory; in ranged parts above the
+        multipart threshold), checked against the object's size and SHA-256."""
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             if is_s3(uri):
                 loc = S3Uri.parse(uri)
+                obj = stored(self.client, loc.bucket, loc.key)
                 tmp = path.with_name(path.name + ".part")
-                self.client.download_file(loc.bucket, loc.key, str(tmp))
+                try:
+                    self.client.download_file(loc.bucket, loc.key, str(tmp),
+                                              Config=self._transfer.config())
+                    check_file(uri, tmp, obj)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
                 tmp.replace(path)
             else:
                 shutil.copyfile(uri, path)
+        except TrainerError:
+            raise
         except Exception as exc:
             if self._missing(exc):
                 raise NotFound(uri) from exc
@@ -179,14 +206,16 @@ class Store:
                 if if_absent:
                     try:
                         self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
-                                               IfNoneMatch="*")
+                                               IfNoneMatch="*", ChecksumAlgorithm="SHA256")
                     except ClientError as exc:
                         code = str(exc.response.get("Error", {}).get("Code", ""))
                         if code in {"PreconditionFailed", "ConditionalRequestConflict"}:
                             return False
                         raise
                     return True
-                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
+                # The store checks the SHA-256 sent with the body and refuses a corrupted one.
+                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
+                                       ChecksumAlgorithm="SHA256")
                 return True
             path = Path(uri)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,18 +235,25 @@ class Store:
         except Exception as exc:
             raise self._error(exc, uri, "write") from exc
 
-    def put_file(self, uri: str, path: Path) -> None:
+    def put_file(self, uri: str, path: Path) -> Digest:
+        """Upload a file (in parts at or above the multipart threshold, never whole into memory)
+        and check that the stored object is the file: size and SHA-256. Returns its Digest."""
         try:
             if is_s3(uri):
                 loc = S3Uri.parse(uri)
-                self.client.upload_file(str(path), loc.bucket, loc.key)
-            else:
-                target = Path(uri)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-                os.close(fd)
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, target)
+                self.client.upload_file(str(path), loc.bucket, loc.key,
+                                        ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                                        Config=self._transfer.config())
+                return check_file(uri, path, stored(self.client, loc.bucket, loc.key))
+            target = Path(uri)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            os.close(fd)
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+            return hash_file(target)[0]
+        except TrainerError:
+            raise
         except Exception as exc:
             raise self._error(exc, uri, "write") from exc
 
@@ -235,19 +271,35 @@ class Store:
         for info in list(self.list(prefix)):
             self.delete(info.uri)
 
-    def copy(self, source: str, target: str) -> None:
+    def copy(self, source: str, target: str, expected: Digest | None = None) -> None:
+        """Copy an object, of any size, and check the copy (`transfer.check_copy`); `expected`
+        is the source's size and SHA-256 as the manifest records them, when known."""
         try:
             if is_s3(source) and is_s3(target):
-                src = S3Uri.parse(source)
-                dst = S3Uri.parse(target)
-                self.client.copy_object(Bucket=dst.bucket, Key=dst.key,
-                                       CopySource={"Bucket": src.bucket, "Key": src.key})
-            else:
-                with tempfile.TemporaryDirectory() as tmp:
-                    local = Path(tmp) / "object"
-                    self.download(source, local)
-                    self.put_file(target, local)
+                self._copy_s3(S3Uri.parse(source), S3Uri.parse(target), expected)
+                return
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / "object"
+                self.download(source, local)
+                digest = self.put_file(target, local)
+            if expected is not None and digest != expected:
+                raise IntegrityError(target, f"the copy is {digest}, the manifest says {expected}")
         except TrainerError:
             raise
         except Exception as exc:
             raise self._error(exc, source, "copy") from exc
+
+    def _copy_s3(self, source: S3Uri, target: S3Uri, expected: Digest | None) -> None:
+        """Below the threshold one CopyObject, whose whole-object SHA-256 the store computes;
+        at or above it (and always above 5 GiB, CopyObject's limit) a multipart copy in the
+        source's own part layout, so that checksums and ETags compare."""
+        src = stored(self.client, source.bucket, source.key)
+        extra: dict[str, str] = {"CopySourceIfMatch": f'"{src.etag}"'}  # pinned source
+        if src.parts and src.size >= self._transfer.threshold:
+            config = self._transfer.config(chunksize=src.part_size)
+        else:
+            config = self._transfer.config(threshold=MAX_PART_SIZE + 1)
+            extra["ChecksumAlgorithm"] = "SHA256"
+        self.client.copy({"Bucket": source.bucket, "Key": source.key}, target.bucket,
+                         target.key, ExtraArgs=extra, Config=config)
+        check_copy(str(target), src, stored(self.client, target.bucket, target.key), expected)
