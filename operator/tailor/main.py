@@ -1,12 +1,16 @@
-"""Start-up: settings, Kopf configuration, the metrics endpoint and the housekeeping loop.
+"""Start-up: settings, Kopf configuration, the metrics endpoint and the background loops
+(housekeeping, trial curves, drift checks, the periodic resync).
 
 `python -m tailor` runs the operator; `--namespace` limits it (default: cluster-wide).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +18,13 @@ import kopf
 from prometheus_client import start_http_server
 from tailor_contract.constants import FINALIZER, KOPF_ANNOTATION_PREFIX
 
-from tailor import runtime
+from tailor import leadership, runtime
 from tailor.controllers.driftmonitor import DriftMonitorController
 from tailor.controllers.trainingjob import TrainingJobController, run_forever
 from tailor.handlers import alerts as webhook
 from tailor.handlers import driftmonitor as driftmonitor_handlers
 from tailor.handlers import trainingjob as trainingjob_handlers
-from tailor.io.k8s import POOL_SIZE, Kube
+from tailor.io.k8s import POOL_SIZE, Kube, RetryPolicy
 from tailor.settings import OperatorSettings, parse
 
 log = logging.getLogger("tailor")
@@ -81,12 +85,42 @@ def start_background(trainingjob_index: kopf.Index[Any, Any],
     for name, interval, step in loops:
         threading.Thread(target=run_forever, name=name, daemon=True,
                          args=(_stop, interval, step)).start()
+    if config.resync_interval > 0:
+        def resyncs() -> list[Callable[[], object]]:
+            return [*(functools.partial(rt.trainingjobs.resync, body)
+                      for body in known(trainingjob_index)),
+                    *(functools.partial(rt.driftmonitors.resync, body)
+                      for body in known(driftmonitor_index))]
+
+        threading.Thread(target=resync_forever, name="resync", daemon=True,
+                         args=(_stop, config.resync_interval, resyncs)).start()
     if config.webhook_token_file:
-        server = webhook.make_server(config.bind_address, config.webhook_port,
-                                     Path(config.webhook_token_file), monitor,
-                                     rt.driftmonitors.alert)
-        threading.Thread(target=server.serve_forever, name="webhook", daemon=True).start()
-        log.info("alert webhook on %s:%d/alerts", config.bind_address, config.webhook_port)
+        tls = (Path(config.webhook_tls_cert_file), Path(config.webhook_tls_key_file)) \
+            if config.webhook_tls_cert_file and config.webhook_tls_key_file else None
+        webhook.start(config.bind_address, config.webhook_port, Path(config.webhook_token_file),
+                      monitor, rt.driftmonitors.alert, tls)
+
+
+def resync_forever(stop: threading.Event, interval: float,
+                   steps: Callable[[], list[Callable[[], object]]],
+                   clock: Callable[[], float] = time.monotonic) -> None:
+    """Resync passes until `stop` is set. A pass takes the objects known at its start and
+    re-assesses one every interval/n seconds, so it spreads over the interval (1,000 objects
+    at 300 s: one each 0.3 s, never a thousand reconciles at once) and the next pass starts
+    when the interval is over. A step that raises is logged; the pass goes on."""
+    while not stop.is_set():
+        pass_steps = steps()
+        started = clock()
+        if not pass_steps and stop.wait(interval):
+            return
+        spacing = interval / max(1, len(pass_steps))
+        for number, step in enumerate(pass_steps, 1):
+            if stop.wait(max(0.0, started + number * spacing - clock())):
+                return
+            try:
+                step()
+            except Exception:
+                log.exception("resync step failed; the next pass retries it")
 
 
 @kopf.on.cleanup()
@@ -99,7 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf").setLevel(logging.WARNING)  # not a line per handler call
-    kube = Kube()
+    # With --leader-elect a standby waits here, answering its probes, until it holds the Lease:
+    # Kopf and the background loops (its startup handlers) start only in the leader.
+    leadership.run_when_leader(config, lambda: run(config))
+
+
+def run(config: OperatorSettings) -> None:
+    """The operator itself: the controllers, Kopf's handlers and loops; blocks until it stops."""
+    kube = Kube(retry=RetryPolicy(attempts=config.api_retries,
+                                  deadline=config.api_retry_deadline,
+                                  timeout=config.api_timeout))
     runtime.configure(runtime.Runtime(config, TrainingJobController(kube, config),
                                       DriftMonitorController(kube, config)))
     # Importing the handler modules registers them with Kopf.

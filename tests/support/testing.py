@@ -7,12 +7,14 @@ and the benchmarks, so they all use the same pieces.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -77,6 +79,22 @@ def acquire_stack() -> tuple[StackHandle, bool]:
     return StackHandle(stack, state), True
 
 
+@contextlib.contextmanager
+def paused(stack: StackHandle, name: str) -> Iterator[None]:
+    """One process of a PRIVATE stack (e.g. "kube-apiserver") stopped with SIGSTOP for the
+    block and continued with SIGCONT after it, even if the block fails: a server that still
+    accepts connections but answers nothing, the outage a client notices last. Refused for the
+    shared stack, which others are using."""
+    if stack.dir.resolve() == Stack().dir.resolve():
+        raise ValueError("pause a process of a private stack (Stack(tmpdir)), never the shared one")
+    pid = stack.state.pids[name]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def keep_stack() -> bool:
     return os.environ.get("TAILOR_KEEP_STACK", "") not in ("", "0")
 
@@ -84,7 +102,8 @@ def keep_stack() -> bool:
 class OperatorProcess:
     """`python -m tailor` running against the local stack as a separate process."""
 
-    def __init__(self, stack: StackHandle, log_path: Path, *extra_args: str) -> None:
+    def __init__(self, stack: StackHandle, log_path: Path, *extra_args: str,
+                 module: str = "tailor", extra_env: Mapping[str, str] | None = None) -> None:
         def free_port() -> int:
             with socket.socket() as s:
                 s.bind((stack.state.gateway, 0))
@@ -94,10 +113,11 @@ class OperatorProcess:
         self.metrics_port, self.liveness_port = free_port(), free_port()
         self.address = stack.state.gateway
         self.log_path = log_path
-        env = {**stack.env, "KUBECONFIG": str(stack.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env = {**stack.env, "KUBECONFIG": str(stack.kubeconfig), "PYTHONUNBUFFERED": "1",
+               **(extra_env or {})}
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tailor", "--metrics-port", str(self.metrics_port),
+            [sys.executable, "-m", module, "--metrics-port", str(self.metrics_port),
              "--liveness-port", str(self.liveness_port), "--bind-address", self.address,
              "--progress-interval", "1", *extra_args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)

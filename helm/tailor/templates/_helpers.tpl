@@ -53,6 +53,23 @@ app.kubernetes.io/part-of: tailor
 {{/* Where the webhook token Secret's key is mounted. */}}
 {{- define "tailor.webhookTokenDir" -}}/var/run/secrets/tailor.dev/webhook{{- end }}
 
+{{/* Where the webhook's TLS Secret (tls.crt, tls.key) is mounted. */}}
+{{- define "tailor.webhookTlsDir" -}}/var/run/secrets/tailor.dev/webhook-tls{{- end }}
+
+{{/*
+The Secret holding the webhook's certificate: webhook.tls.secretName, or with cert-manager and
+no name the one its Certificate writes; empty when the webhook serves plain HTTP.
+*/}}
+{{- define "tailor.webhookTlsSecret" -}}
+{{- if .Values.webhook.enabled -}}
+{{- if .Values.webhook.tls.secretName -}}
+{{- .Values.webhook.tls.secretName -}}
+{{- else if .Values.webhook.tls.certManager.enabled -}}
+{{- include "tailor.fullname" . }}-webhook-tls
+{{- end -}}
+{{- end -}}
+{{- end }}
+
 {{/*
 The operator's rules, used by a ClusterRole that a ClusterRoleBinding (all namespaces) or one
 RoleBinding per watched namespace binds. Every verb is one the operator calls; see

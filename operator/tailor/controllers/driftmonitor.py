@@ -92,6 +92,18 @@ class DriftMonitorController:
                 self._in_flight.add(key)
             self._pool.submit(self._run_check, key)
 
+    def resync(self, body: Obj) -> bool:
+        """Re-read one monitor from the API and start its check if due. The loop above decides
+        from Kopf's index every second and a failed check is due again at once; this covers an
+        index that missed an event (a spec change makes a check due now). True if it exists."""
+        fresh = self.kube.get_driftmonitor(body["metadata"]["namespace"],
+                                           body["metadata"]["name"])
+        if fresh is None:
+            return False
+        metrics.RESYNCS.labels("DriftMonitor").inc()
+        self.schedule([fresh])
+        return True
+
     def _run_check(self, key: Key) -> None:
         try:
             with self._locks[key]:

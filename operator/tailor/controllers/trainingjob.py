@@ -319,6 +319,18 @@ class TrainingJobController:
                 log.info("deleting %s/%s: ttlSecondsAfterFinished (%ss) passed", *key, ttl)
                 self.kube.delete_trainingjob(*key, body["metadata"]["uid"])
 
+    def resync(self, body: Obj) -> bool:
+        """Re-assess one job as an event would, its worker Job read from the API (main.py
+        paces these over the resync interval): a failed reconcile or a lost event converges.
+        A finished job is skipped unless it awaits an approval decision (a promote Job to
+        create or read); nothing else can change for it. True when it was reconciled."""
+        if body["metadata"].get("deletionTimestamp") or (
+                lifecycle.finished(body) and not approval.wants_promote_job(body)):
+            return False
+        metrics.RESYNCS.labels("TrainingJob").inc()
+        self.reconcile(body, None, job_known=False)
+        return True
+
     def scrape_trials(self, trainingjobs: Callable[[], list[Obj]]) -> None:
         """One pass over searching jobs: a running trial's grown validation curve is recorded,
         and may stop the trial (pruning), at once."""

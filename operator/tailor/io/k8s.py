@@ -2,6 +2,16 @@
 
 Objects go in and come out as plain dicts in the API's JSON shape. Every request is counted in
 `tailor_api_requests_total`.
+
+A request that fails transiently (the connection refused or reset, a read timeout, 429 Too Many
+Requests, 500/502/503/504) is retried with capped exponential backoff and full jitter, at most
+`RetryPolicy.attempts` times within `RetryPolicy.deadline` seconds, then the error propagates as
+it would have (`retry_delay` decides; each retry is counted in `tailor_api_retries_total`).
+Retrying is safe for every request the operator makes: a create whose first attempt did land
+answers 409 AlreadyExists (`create` reads that as "exists"), a guarded status patch whose first
+attempt landed answers 409 Conflict (the controller re-reads, as after any conflict), deletes
+carry a uid precondition and treat 404/409 as done. No 409 and no other 4xx is ever retried
+here: a conflict is the controller's optimistic concurrency, not a transient failure.
 """
 
 from __future__ import annotations
@@ -9,11 +19,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import random
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from tailor_contract import clock
@@ -28,6 +42,77 @@ EVENT_THREADS = 4  # threads that post Events
 
 class Conflict(Exception):
     """The object changed since it was read (optimistic concurrency)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one request tries: `attempts` in all (1: no retry), each retry after a delay
+    drawn uniformly from [0, min(cap, base * 2**retry)] ("full jitter": a thousand reconciles
+    that failed together do not come back together), and none once `deadline` seconds have
+    passed since the first attempt. A 429's Retry-After is honoured up to `cap`."""
+
+    attempts: int = 6
+    base: float = 0.25
+    cap: float = 8.0
+    deadline: float = 30.0
+    timeout: float = 30.0
+    """Seconds a request may wait for its answer (connecting: at most 5), so that a hung API
+    server is a read timeout, retried, and never a handler thread blocked for good."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base < 0 or self.cap < 0 or self.deadline < 0 \
+                or self.timeout <= 0:
+            raise ValueError(f"invalid retry policy: {self}")
+
+
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def transient_reason(error: BaseException) -> str | None:
+    """Why `error` is worth retrying (the `reason` label of tailor_api_retries_total), or None
+    when it is not: a status the server meant (404, 409, 422, ...) or not an API error at all."""
+    if isinstance(error, ApiException):
+        if error.status == 0 and any(word in str(error.reason) for word in ("EOF", "reset")):
+            return "connection"  # the TLS session cut short (the client reports it as status 0)
+        return str(error.status) if error.status in RETRIED_STATUSES else None
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        error = error.reason  # urllib3's own retries (if configured) wrap the last error
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        return "timeout"
+    if isinstance(error, (urllib3.exceptions.NewConnectionError,
+                          urllib3.exceptions.ConnectTimeoutError)):
+        return "connection"  # refused, unreachable, or no answer to the handshake
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return "connection"  # reset, or closed mid-answer (RemoteDisconnected)
+    return None
+
+
+def _retry_after(error: ApiException) -> float | None:
+    """A 429's Retry-After in seconds (the integer form; an HTTP date is ignored)."""
+    headers = error.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def retry_delay(error: BaseException, retry: int, elapsed: float, policy: RetryPolicy,
+                rng: random.Random) -> tuple[str, float] | None:
+    """Whether to retry after `error`, the `retry`-th retry (0 for the first) of a request
+    that started `elapsed` seconds ago: (reason, seconds to wait first), or None to give up."""
+    reason = transient_reason(error)
+    if reason is None or retry + 1 >= policy.attempts:
+        return None
+    ceiling = min(policy.cap, policy.base * 2 ** retry)
+    delay = rng.uniform(0.0, ceiling)
+    if isinstance(error, ApiException) and error.status == 429:
+        after = _retry_after(error)
+        if after is not None:
+            delay = min(policy.cap, after)
+    if elapsed + delay > policy.deadline:
+        return None
+    return reason, delay
 
 
 def slim(body: Mapping[str, Any], *, keep_spec: bool = True) -> Obj:
@@ -64,7 +149,12 @@ class Kube:
     on every call; at a thousand jobs that was a large share of the operator's CPU, so the
     controllers send and receive dicts as they are."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, *,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None) -> None:
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
         if api_client is None:
             try:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -76,6 +166,8 @@ class Kube:
             # webhook): a pool smaller than its threads makes urllib3 drop connections and
             # pay a TLS handshake for each new one.
             configuration.connection_pool_maxsize = 2 * POOL_SIZE + EVENT_THREADS + 4
+            # No silent urllib3 retries underneath ours (its default is 3, without backoff).
+            configuration.retries = False
             api_client = client.ApiClient(configuration)
         self.api_client = api_client
         rest_client = api_client.rest_client
@@ -95,7 +187,24 @@ class Kube:
     def _call(self, method: str, path: str, body: Any = None, *,
               query: Mapping[str, str] | None = None,
               content_type: str = "application/json") -> Obj:
-        """One request; the decoded JSON answer. Raises ApiException on a non-2xx status."""
+        """One request, retried while it fails transiently (`retry_delay`); the decoded JSON
+        answer. Raises ApiException on a non-2xx status, or the last connection error."""
+        started = time.monotonic()
+        retry = 0
+        while True:
+            try:
+                return self._request(method, path, body, query, content_type)
+            except (ApiException, urllib3.exceptions.HTTPError) as error:
+                decision = retry_delay(error, retry, time.monotonic() - started, self.retry,
+                                       self._rng)
+                if decision is None:
+                    raise
+                metrics.API_RETRIES.labels(decision[0]).inc()
+                self._sleep(decision[1])
+                retry += 1
+
+    def _request(self, method: str, path: str, body: Any, query: Mapping[str, str] | None,
+                 content_type: str) -> Obj:
         api = self.api_client
         headers = {**api.default_headers, "Accept": "application/json",
                    "Content-Type": content_type}
@@ -103,8 +212,9 @@ class Kube:
         url = f"{api.configuration.host}{path}"
         if query:
             url = f"{url}?{urlencode(query)}"
+        timeout = (min(5.0, self.retry.timeout), self.retry.timeout)
         response = api.rest_client.request(  # type: ignore[no-untyped-call]
-            method, url, headers=headers, body=body)
+            method, url, headers=headers, body=body, _request_timeout=timeout)
         data = response.read()
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"),

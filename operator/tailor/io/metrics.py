@@ -23,6 +23,11 @@ RECONCILE_ERRORS = Counter("tailor_reconcile_errors_total", "Reconciles that rai
 API_REQUESTS = Counter("tailor_api_requests_total",
                        "Kubernetes API requests the operator made (watches excluded)",
                        ["verb", "resource", "code"])
+API_RETRIES = Counter("tailor_api_retries_total",
+                      "Kubernetes API requests retried after a transient failure, by reason "
+                      "(connection, timeout, or the status: 429, 500, 502, 503, 504)", ["reason"])
+RESYNCS = Counter("tailor_resyncs_total", "Objects re-assessed by the periodic resync",
+                  ["kind"])
 
 # DriftMonitor
 MONITOR = ["namespace", "monitor"]

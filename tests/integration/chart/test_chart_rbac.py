@@ -29,6 +29,7 @@ from conftest import REPO
 from prometheus_client.parser import text_string_to_metric_families
 from tailor_contract import trainer_api
 from tailor_contract.profile import build_reference_profile
+from test_chart_schemas import kubeconform_run
 
 from tests.support.testing import StackHandle, eventually
 
@@ -125,6 +126,8 @@ class ServiceAccountOperator:
         container = release.deployment_container()
         self.args: list[str] = container["args"]
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        # The downward API's values in a pod: the Lease's namespace and the identity's prefix.
+        env |= {"POD_NAMESPACE": release.namespace, "POD_NAME": f"{release.name}-operator"}
         token_file = Path(env["TAILOR_WEBHOOK_TOKEN_FILE"])
         secret = json.loads(stack.kubectl("get", "secret", "webhook-token", "-n",
                                           release.namespace, "-o", "json").stdout)
@@ -194,6 +197,10 @@ def test_solo_operator_runs_a_trainingjob_and_a_driftmonitor_with_only_the_chart
     operator = ServiceAccountOperator(stack, release, tmp_path)
     try:
         assert f"--namespace={namespace}" in operator.args
+        # Leader election as the chart's ServiceAccount: the Lease is created and held.
+        assert "--leader-elect" in operator.args
+        eventually(lambda: lease_holder(stack, release).startswith(f"{release.name}-operator_"),
+                   timeout=30, what="the operator to hold its Lease")
         spec = {"task": "custom", "workers": 2, "procsPerWorker": 1,
                 "command": ["python", "-c", PROGRAM],
                 "runPolicy": {"backoffLimit": 0, "ttlSecondsAfterFinished": 5}}
@@ -273,6 +280,12 @@ def test_solo_operator_runs_a_trainingjob_and_a_driftmonitor_with_only_the_chart
         assert not re.search(r"403|[Ff]orbidden|Not enough permissions", log), log[-3000:]
     finally:
         operator.stop()
+    assert lease_holder(stack, release) == ""  # released on SIGTERM (update, as the SA)
+
+
+def lease_holder(stack: StackHandle, release: Release) -> str:
+    lease = get(stack, release.namespace, "lease", f"{release.name}-tailor-leader")
+    return str(lease.get("spec", {}).get("holderIdentity") or "")
 
 
 def exported_names(families: dict[str, str]) -> set[str]:
@@ -304,6 +317,7 @@ ALLOWED = [
     ("create", "jobs.batch"), ("delete", "jobs.batch"), ("watch", "jobs.batch"),
     ("create", "services"), ("list", "pods"), ("create", "events"),
     ("get", "secrets"),  # by name only: a DriftMonitor's credentialsSecret
+    ("create", "leases.coordination.k8s.io"),  # leader election (get, update: its Lease only)
 ]
 DENIED = [
     # Secrets: never listed or watched, never written.
@@ -320,6 +334,10 @@ DENIED = [
     ("create", "deployments.apps"), ("create", "configmaps"), ("create", "cronjobs.batch"),
     ("create", "serviceaccounts/token"), ("create", "roles.rbac.authorization.k8s.io"),
     ("create", "rolebindings.rbac.authorization.k8s.io"), ("impersonate", "serviceaccounts"),
+    # Leases: its own one, read and renewed by name; no other, never listed, watched, deleted.
+    ("get", "leases.coordination.k8s.io"), ("update", "leases.coordination.k8s.io"),
+    ("list", "leases.coordination.k8s.io"), ("watch", "leases.coordination.k8s.io"),
+    ("delete", "leases.coordination.k8s.io"), ("patch", "leases.coordination.k8s.io"),
 ]
 DENIED_CLUSTER = [
     ("delete", "namespaces"), ("create", "namespaces"), ("get", "nodes"),
@@ -341,3 +359,34 @@ def test_solo_can_i_matrix(stack: StackHandle, namespace: str, release: Release)
     # Kopf's framework rules: CRDs and namespaces, read-only, cluster-wide.
     assert can_i(stack, release, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
     assert can_i(stack, release, "list", "namespaces", None)
+    # Its own Lease by name (kubectl auth can-i VERB TYPE/NAME), and only that one.
+    who = f"--as=system:serviceaccount:{release.namespace}:{release.service_account}"
+
+    def lease_can(verb: str, name: str, where: str) -> bool:
+        result = stack.kubectl("auth", "can-i", verb, f"leases.coordination.k8s.io/{name}",
+                               "-n", where, who, check=False)
+        assert result.stdout.strip() in ("yes", "no"), result.stderr
+        return result.stdout.strip() == "yes"
+
+    own = f"{release.name}-tailor-leader"
+    assert lease_can("get", own, namespace) and lease_can("update", own, namespace)
+    assert not lease_can("delete", own, namespace) and not lease_can("patch", own, namespace)
+    assert not [v for v in ("get", "update") if lease_can(v, "kube-scheduler", namespace)]
+    assert not lease_can("get", own, other)
+
+
+def test_a_two_replica_render_is_valid_and_keeps_one_lease(
+        helm: Path, kubeconform: Path, schema_locations: list[str]) -> None:
+    """replicas 2: the same Lease RBAC (the Role does not depend on the count), a disruption
+    budget and the spread over nodes, all valid for the cluster (kubeconform -strict)."""
+    manifests = subprocess.run(
+        [str(helm), "template", "tailor", str(CHART), "-n", "tailor-system", "--kube-version",
+         "1.36.3", "--set", "replicas=2"], check=True, capture_output=True, text=True).stdout
+    resources = kubeconform_run(kubeconform, schema_locations, manifests)
+    kinds = [(r["kind"], r["name"]) for r in resources]
+    assert {("Role", "tailor-leader-election"), ("RoleBinding", "tailor-leader-election"),
+            ("PodDisruptionBudget", "tailor"), ("Deployment", "tailor")} <= set(kinds)
+    docs = [d for d in yaml.safe_load_all(manifests) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert "--leader-elect" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -107,13 +107,57 @@ def test_cluster_wide_rbac_is_exactly_the_verbs_the_operator_uses(helm: Path) ->
     for name in ("tailor", "tailor-framework"):
         binding = one(docs, "ClusterRoleBinding", name)
         assert binding["subjects"] == subject and binding["roleRef"]["name"] == name
-    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    # The only namespaced rules: leader election's Lease, in the release's namespace.
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs
+            if d["kind"] in ("Role", "RoleBinding")] == [
+        ("Role", "tailor-leader-election"), ("RoleBinding", "tailor-leader-election")]
+
+
+def test_leader_election_rbac_is_the_one_lease_get_update_and_create(helm: Path) -> None:
+    docs = render(helm)
+    role = one(docs, "Role", "tailor-leader-election")
+    assert role["metadata"]["namespace"] == "tailor-system"
+    assert rules_of(role) == triples("coordination.k8s.io", "leases", "get update create")
+    by_verbs = {tuple(r["verbs"]): r.get("resourceNames") for r in role["rules"]}
+    assert by_verbs == {("create",): None, ("get", "update"): ["tailor-leader"]}
+    binding = one(docs, "RoleBinding", "tailor-leader-election")
+    assert binding["metadata"]["namespace"] == "tailor-system"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "tailor-leader-election"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tailor",
+                                    "namespace": "tailor-system"}]
+    off = render(helm, "--set", "leaderElection.enabled=false")
+    assert not [d for d in off if d["kind"] in ("Role", "RoleBinding")]
+    assert "--leader-elect" not in container(off)["args"]
+    assert one(off, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_two_replicas_elect_a_leader_spread_over_nodes_under_a_disruption_budget(
+        helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm, "--set", "replicas=2")
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    term = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term == {"topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {"matchLabels": selector}}
+    budget = one(docs, "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    monkeypatch.setenv("POD_NAMESPACE", "tailor-system")
+    settings = parse(container(docs)["args"])
+    assert settings.leader_elect and settings.leader_elect_resource_name == "tailor-leader"
+    assert not [d for d in render(helm) if d["kind"] == "PodDisruptionBudget"]
+    custom = render(helm, "--set", "replicas=3", "--set", "affinity.nodeAffinity.x=y")
+    assert one(custom, "Deployment")["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": {"x": "y"}}  # the user's affinity replaces the default spread
 
 
 def test_namespaced_rbac_binds_the_rules_only_in_the_watched_namespaces(helm: Path) -> None:
     docs = render(helm, "-f", str(NONDEFAULT))
     assert rules_of(one(docs, "ClusterRole", "tailor")) == OPERATOR_RULES  # no Secrets
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"
+                and d["roleRef"]["kind"] == "ClusterRole"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert {b["roleRef"]["name"] for b in bindings} == {"tailor"}
     assert {s["name"] for b in bindings for s in b["subjects"]} == {"tailor-operator"}
@@ -146,11 +190,15 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return c
 
 
-def test_deployment_is_one_hardened_replica_with_kopf_probes(helm: Path) -> None:
+def test_deployment_is_one_hardened_replica_with_kopf_probes(
+        helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = render(helm)
     deployment = one(docs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # Leader election on: the new pod waits as a standby until the old one releases the Lease.
+    assert spec["replicas"] == 1 and spec["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert "affinity" not in spec["template"]["spec"]
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "tailor"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -165,16 +213,25 @@ def test_deployment_is_one_hardened_replica_with_kopf_probes(helm: Path) -> None
                                                                    "health": 8080}
     assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]
+                if "valueFrom" in e}
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    monkeypatch.setenv("POD_NAMESPACE", "tailor-system")
     settings = parse(c["args"])
     assert (settings.metrics_port, settings.liveness_port, settings.namespaces,
             settings.trainer_image) == (8000, 8080, (), "ghcr.io/tailor-dev/tailor-trainer:0.1.0")
+    assert (settings.leader_elect, settings.leader_elect_resource_name,
+            settings.leader_elect_resource_namespace, settings.leader_elect_lease_duration,
+            settings.leader_elect_renew_deadline, settings.leader_elect_retry_period) == \
+        (True, "tailor-leader", "tailor-system", 15, 10.0, 2.0)
 
 
 def test_nondefault_arguments_reach_the_operator(helm: Path, monkeypatch: pytest.MonkeyPatch
                                                  ) -> None:
     docs = render(helm, "-f", str(NONDEFAULT))
     c = container(docs)
-    env = {e["name"]: e.get("value") for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    monkeypatch.setenv("POD_NAMESPACE", "tailor-system")  # the downward API's, in a pod
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
     settings = parse(c["args"])
@@ -201,13 +258,22 @@ def test_nondefault_arguments_reach_the_operator(helm: Path, monkeypatch: pytest
     monitor = one(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     receiver = one(docs, "AlertmanagerConfig")["spec"]["receivers"][0]["webhookConfigs"][0]
-    assert receiver["url"] == "http://tailor.tailor-system.svc:9443/alerts"
+    assert receiver["url"] == "https://tailor.tailor-system.svc:9443/alerts"
+    assert receiver["httpConfig"]["tlsConfig"] == {"ca": {"secret": {"name": "alert-hook-tls",
+                                                                     "key": "ca.crt"}}}
+    assert (settings.webhook_tls_cert_file, settings.webhook_tls_key_file) == (
+        "/var/run/secrets/tailor.dev/webhook-tls/tls.crt",
+        "/var/run/secrets/tailor.dev/webhook-tls/tls.key")
     assert receiver["httpConfig"]["authorization"]["credentials"] == {"name": "alert-hook",
                                                                      "key": "bearer"}
 
 
 @pytest.mark.parametrize(("values", "complaint"), [
-    (["--set", "replicas=2"], "replicas"),
+    (["--set", "replicas=2", "--set", "leaderElection.enabled=false"],
+     "replicas > 1 needs leaderElection.enabled"),
+    (["--set", "replicas=-1"], "replicas"),
+    (["--set", "leaderElection.renewDeadline=20"], "leaseDuration > renewDeadline > retryPeriod"),
+    (["--set", "leaderElection.leaseDuration=1.5"], "leaseDuration"),
     (["--set", "watchNamespaces[0]=team-*"], "watchNamespaces"),
     (["--set", "rbac.readSecrets=true"], "readSecrets"),
     (["--set", "image.digest=latest"], "digest"),
