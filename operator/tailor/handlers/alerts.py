@@ -151,6 +151,9 @@ class AlertsHandler(LimitedHandler):
             raise Refusal(404, "not-found", "not found; POST /alerts")
         if not self.routes.authorized(self.headers.get("Authorization", "")):
             raise Refusal(401, "unauthorized", "a valid bearer token is required")
+        if not self.begin_work():
+            raise Refusal(503, "busy", "too many requests in flight; retry",
+                          {"Retry-After": "1"})
         length = declared_length(self.headers, self.routes.max_body_bytes)
         body = self.rfile.read(length)  # bounded by the request's deadline
         if len(body) < length:

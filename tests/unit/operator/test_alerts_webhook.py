@@ -26,7 +26,7 @@ TOKEN = "s3cret-token"
 ALERT = {"version": "4", "status": "firing", "alerts": [{
     "status": "firing", "fingerprint": "f1", "startsAt": "2026-01-01T00:00:00Z",
     "labels": {"alertname": "X", "namespace": "ns", "monitor": "m"}}]}
-FAST = Limits(max_body_bytes=4096, request_timeout=1.0, max_in_flight=4,
+FAST = Limits(max_body_bytes=4096, request_timeout=1.0, max_connections=4, max_in_flight=4,
               max_in_flight_per_source=2, rate=1000.0, burst=1000)
 
 
@@ -273,6 +273,29 @@ def test_connections_beyond_the_cap_get_503_and_one_source_cannot_take_every_slo
         assert response_of(sock) == b""  # cut off at the deadline
     eventually(lambda: webhook.server.in_flight == 0)
     assert webhook.post()[0] == 200 and len(webhook.retrains) == 2
+
+
+def test_unauthenticated_slow_clients_cannot_take_the_work_slots(tmp_path: Path) -> None:
+    """Ten stalled clients from five addresses hold connections, not work slots: a caller with
+    the token is still served. Only authenticated requests count against max_in_flight: two of
+    them stalled in their bodies take both slots, and the next authenticated one gets 503."""
+    limits = Limits(max_body_bytes=4096, request_timeout=2.0, header_timeout=2.0,
+                    max_connections=64, max_in_flight=2, rate=1000.0, burst=1000)
+    with serve(tmp_path, limits) as hook:
+        stalled = [hook.raw(b"POST /alerts HTTP/1.1\r\n", source=f"127.0.0.{2 + i % 5}")
+                   for i in range(10)]
+        assert hook.post()[0] == 200
+        authorized = (f"POST /alerts HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                      "Content-Length: 100\r\n\r\n{").encode()
+        in_body = [hook.raw(authorized, source=f"127.0.1.{i}") for i in (1, 2)]
+        eventually(lambda: hook.server.work_free == 0)  # both slots taken
+        before = count("busy")
+        status, _, headers = hook.post(source="127.0.2.1")
+        assert (status, headers["Retry-After"]) == (503, "1") and count("busy") == before + 1
+        for sock in stalled + in_body:
+            sock.close()
+        eventually(lambda: hook.server.work_free == 2)
+        assert hook.post()[0] == 200 and len(hook.retrains) == 2
 
 
 def test_a_flood_from_one_address_gets_429_with_retry_after(tmp_path: Path) -> None:
