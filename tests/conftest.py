@@ -29,6 +29,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STACK_LAYERS = ("integration", "e2e")
 
 
+@pytest.fixture(autouse=True)
+def storage_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that makes storage fail wants the failure now, not after the trainer has ridden
+    out the "outage" for TAILOR_S3_RETRY_SECONDS (120 s); the ride itself has tests of its own
+    (tests/unit/trainer/test_trainer_outage.py) and a chaos scenario (MinIO stopped for 30 s),
+    whose pods do not inherit this."""
+    monkeypatch.setenv("TAILOR_S3_RETRY_SECONDS", "0")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(f"tests/{layer}/" in str(item.path) for layer in STACK_LAYERS):

@@ -6,7 +6,8 @@ and a local write goes to a temporary file that is renamed into place. Files mov
 managed transfers, in parts above a threshold, and every transfer is checked for integrity
 afterwards (`tailor_trainer.transfer`). Errors are classified here, once:
 a missing bucket or object and refused credentials are permanent (the spec or the Secret must
-change), anything about reaching the endpoint is retryable.
+change), anything about reaching the endpoint is retryable, and tried again for as long as
+TAILOR_S3_RETRY_SECONDS allows (`tailor_trainer.outage`) before it fails the run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from tailor_contract.common import Storage
 from tailor_contract.uris import S3Uri, is_s3
 
+from tailor_trainer import outage
 from tailor_trainer.errors import (
     REASON_DATA_UNREADABLE,
     REASON_STORAGE_DENIED,
@@ -77,6 +80,9 @@ class Store:
             read_timeout=60,
         )
         self._client: Any = None
+        self.retry_seconds = outage.retry_seconds()
+        self._sleep: Callable[[float], None] = time.sleep
+        self._clock: Callable[[], float] = time.monotonic
 
     @property
     def client(self) -> Any:
@@ -118,6 +124,7 @@ class Store:
         return isinstance(exc, FileNotFoundError)
 
     # --- reads --------------------------------------------------------------------------------
+    @outage.outlasting
     def get_bytes(self, uri: str) -> bytes:
         """The object's content; NotFound when it does not exist."""
         try:
@@ -138,6 +145,7 @@ class Store:
         except NotFound:
             return None
 
+    @outage.outlasting
     def exists(self, uri: str) -> bool:
         try:
             if is_s3(uri):
@@ -150,6 +158,7 @@ class Store:
                 return False
             raise self._error(exc, uri, "check") from exc
 
+    @outage.outlasting
     def download(self, uri: str, path: Path) -> None:
         """Stream the object to a local file (never whole into memory; in ranged parts above the
         multipart threshold), checked against the object's size and SHA-256."""
@@ -198,6 +207,7 @@ class Store:
             raise self._error(exc, prefix, "list") from exc
 
     # --- writes -------------------------------------------------------------------------------
+    @outage.outlasting
     def put_bytes(self, uri: str, data: bytes, *, if_absent: bool = False) -> bool:
         """Write an object; with if_absent, only when none exists (False when one did)."""
         try:
@@ -235,6 +245,7 @@ class Store:
         except Exception as exc:
             raise self._error(exc, uri, "write") from exc
 
+    @outage.outlasting
     def put_file(self, uri: str, path: Path) -> Digest:
         """Upload a file (in parts at or above the multipart threshold, never whole into memory)
         and check that the stored object is the file: size and SHA-256. Returns its Digest."""
@@ -257,6 +268,7 @@ class Store:
         except Exception as exc:
             raise self._error(exc, uri, "write") from exc
 
+    @outage.outlasting
     def delete(self, uri: str) -> None:
         try:
             if is_s3(uri):
@@ -271,6 +283,7 @@ class Store:
         for info in list(self.list(prefix)):
             self.delete(info.uri)
 
+    @outage.outlasting
     def copy(self, source: str, target: str, expected: Digest | None = None) -> None:
         """Copy an object, of any size, and check the copy (`transfer.check_copy`); `expected`
         is the source's size and SHA-256 as the manifest records them, when known."""
