@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import requests
 import yaml
 
 JSON = dict[str, Any]
+OUTAGE_SECONDS = 60.0
+TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
 def now() -> str:
@@ -47,10 +50,28 @@ class KubeClient:
     def _request(self, method: str, path: str, *, body: JSON | None = None,
                  content_type: str = "application/json", params: JSON | None = None,
                  timeout: float = 30) -> JSON:
-        response = self.session.request(
-            method, self.server + path, params=params, timeout=timeout,
-            data=None if body is None else json.dumps(body),
-            headers={"Content-Type": content_type})
+        """One request, tried again while the API server is away or overloaded (connection
+        errors, 429, 5xx) for up to OUTAGE_SECONDS, as a kubelet keeps trying: a restarted
+        API server must not strand a pod whose status the agent was writing."""
+        delay, waited = 0.5, 0.0
+        while True:
+            try:
+                response = self.session.request(
+                    method, self.server + path, params=params, timeout=timeout,
+                    data=None if body is None else json.dumps(body),
+                    headers={"Content-Type": content_type})
+            except (requests.ConnectionError, requests.Timeout):
+                if waited >= OUTAGE_SECONDS:
+                    raise
+            else:
+                if response.status_code not in TRANSIENT or waited >= OUTAGE_SECONDS:
+                    return self._answer(response)
+            time.sleep(delay)  # backoff between attempts of a request bounded by OUTAGE_SECONDS
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _answer(response: requests.Response) -> JSON:
         if response.status_code >= 400:
             try:
                 message = response.json().get("message", response.text)

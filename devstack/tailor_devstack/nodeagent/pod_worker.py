@@ -199,9 +199,15 @@ class PodWorker(threading.Thread):
             self._run()
         except Exception:
             log.exception("pod %s/%s failed in the node agent", self.namespace, self.name)
-            self.client.event("NodeAgentError",
-                              "the node agent failed to run this pod; see its log", warning=True)
-            self.publish("Failed", reason="NodeAgentError", message="see the node agent's log")
+            try:  # telling the API server may fail too (it may be what failed): never let it
+                # end this thread before the teardown below
+                self.client.event("NodeAgentError",
+                                  "the node agent failed to run this pod; see its log",
+                                  warning=True)
+                self.publish("Failed", reason="NodeAgentError",
+                             message="see the node agent's log")
+            except Exception:
+                log.exception("could not report pod %s/%s as failed", self.namespace, self.name)
         finally:
             self.teardown()
             if self.deletion_requested() and not self.shutdown:

@@ -166,7 +166,9 @@ def main() -> int:
     init = os.fork()
     if init == 0:
         os._exit(run_init(spec))
-    Path(spec["init_pid_file"]).write_text(str(init))
+    pid_file = Path(spec["init_pid_file"])
+    pid_file.parent.mkdir(parents=True, exist_ok=True)  # a teardown may race the start
+    pid_file.write_text(str(init))
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, _frame: os.kill(init, signum))
     while True:
