@@ -61,6 +61,10 @@ lint: venv ## ruff, mypy and the import layers (import-linter)
 test: setup chart-tools lint ## lint, then unit, integration and end-to-end tests (starts the stack if needed)
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+.PHONY: chaos
+chaos: setup ## the chaos suite (tests/chaos, issue 16) on a private stack of its own; ~20-30 min
+	@TAILOR_CHAOS=1 $(VENV)/bin/pytest tests/chaos -s
+
 .PHONY: chart-tools
 chart-tools: prereqs ## build the chart tests' tools: Helm, kubeconform, kstatus, Prometheus Operator CRDs
 	@hack/build-binaries.sh helm kubeconform kstatus monitoring-crds
