@@ -18,17 +18,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from kubernetes import client, config, watch
 from tailor_devstack.commands import binary_paths
 from tailor_devstack.processes import is_ours, signal_group
 from tailor_devstack.state import REPO_ROOT
 
-from tests.support.testing import StackHandle, eventually
+from tests.support.testing import OperatorProcess, StackHandle, eventually
 
 TAILOR = (sys.executable, "-m", "tailor")
 
@@ -59,54 +57,8 @@ def free_port(address: str) -> int:
         return port
 
 
-class Operator:
-    """`python -m tailor` against the private stack; unlike tests.support's OperatorProcess it
-    can start without waiting (a leader-election standby need not answer at once)."""
-
-    def __init__(self, stack: StackHandle, log_path: Path, *extra_args: str,
-                 wait: bool = True) -> None:
-        self.address = stack.state.gateway
-        self.metrics_port = free_port(self.address)
-        self.liveness_port = free_port(self.address)
-        self.log_path = log_path
-        env = {**stack.env, "KUBECONFIG": str(stack.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in kill() and stop())
-        self.process = subprocess.Popen(
-            [*TAILOR, "--metrics-port", str(self.metrics_port), "--liveness-port",
-             str(self.liveness_port), "--bind-address", self.address, "--progress-interval", "1",
-             *extra_args], env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        if wait:
-            eventually(self.alive, timeout=90, what=f"the operator to answer (log: {log_path})")
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.address}:{self.metrics_port}/metrics"
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"the operator exited; see {self.log_path}")
-        try:
-            url = f"http://{self.address}:{self.liveness_port}/healthz"
-            return requests.get(url, timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to release a lease or finish a patch."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(30)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
-        self._log.close()
+Operator = OperatorProcess
+"""The private stack's operator: tests.support's, which can also start without waiting."""
 
 
 # ------------------------------------------------------------------------------- components

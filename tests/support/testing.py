@@ -103,7 +103,10 @@ class OperatorProcess:
     """`python -m tailor` running against the local stack as a separate process."""
 
     def __init__(self, stack: StackHandle, log_path: Path, *extra_args: str,
-                 module: str = "tailor", extra_env: Mapping[str, str] | None = None) -> None:
+                 module: str = "tailor", extra_env: Mapping[str, str] | None = None,
+                 wait: bool = True) -> None:
+        """Started, and (with `wait`) answering /healthz; a leader-election standby need not be
+        waited for."""
         def free_port() -> int:
             with socket.socket() as s:
                 s.bind((stack.state.gateway, 0))
@@ -115,13 +118,14 @@ class OperatorProcess:
         self.log_path = log_path
         env = {**stack.env, "KUBECONFIG": str(stack.kubeconfig), "PYTHONUNBUFFERED": "1",
                **(extra_env or {})}
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in kill() and stop())
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, "--metrics-port", str(self.metrics_port),
              "--liveness-port", str(self.liveness_port), "--bind-address", self.address,
              "--progress-interval", "1", *extra_args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        eventually(self.alive, timeout=60, what=f"the operator to answer (log: {log_path})")
+        if wait:
+            eventually(self.alive, timeout=90, what=f"the operator to answer (log: {log_path})")
 
     @property
     def metrics_url(self) -> str:
@@ -137,7 +141,9 @@ class OperatorProcess:
             return False
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL: no chance to release a lease or finish a patch."""
+        if self.process.poll() is None:
+            self.process.kill()
         self.process.wait(30)
         self._log.close()
 
@@ -146,6 +152,7 @@ class OperatorProcess:
             self.process.terminate()
             try:
                 self.process.wait(30)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait(30)
         self._log.close()
