@@ -150,7 +150,8 @@ def test_a_rotated_certificate_is_used_from_the_next_connection(webhook: TlsWebh
         (staged / name).replace(webhook.secret / name)
     assert webhook.post(webhook.secret / "tls.crt")[2] == 2
     # A broken pair (the key caught half-written) keeps the previous certificate in service.
-    (webhook.secret / "tls.key").write_text("-----BEGIN PRIVATE KEY-----\ntruncated")
+    key = webhook.secret / "tls.key"
+    key.write_bytes(key.read_bytes()[:64])
     assert webhook.post(webhook.secret / "tls.crt")[:1] == (200,)
     assert webhook.post(webhook.secret / "tls.crt")[2] == 2
     self_signed(webhook.secret, serial=3)  # repaired: the next connection uses it
