@@ -9,11 +9,9 @@ the end (set TAILOR_KEEP_STACK=1 to keep it). `namespace` gives each test its ow
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,10 +20,10 @@ from tests.support.testing import (
     StackHandle,
     acquire_stack,
     eventually,
+    install_crds,
     keep_stack,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 STACK_LAYERS = ("integration", "e2e")
 
 
@@ -67,39 +65,9 @@ def namespace(stack: StackHandle, request: pytest.FixtureRequest) -> Iterator[st
     stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-CRD_NAMES = ("trainingjobs.tailor.dev", "driftmonitors.tailor.dev")
-
-
-def _established(stack: StackHandle, name: str) -> bool:
-    result = stack.kubectl(
-        "get",
-        "crd",
-        name,
-        "-o",
-        'jsonpath={.status.conditions[?(@.type=="Established")].status}',
-        check=False,
-    )
-    return result.returncode == 0 and result.stdout.strip() == "True"
-
-
 @pytest.fixture(scope="session")
 def crds(stack: StackHandle) -> None:
-    """Server-side apply of crds/ (a re-apply is a no-op), then wait until both are served."""
-    stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    for name in CRD_NAMES:
-        eventually(
-            functools.partial(_established, stack, name),
-            timeout=60,
-            what=f"CRD {name} to be Established",
-        )
-    # Established means served; kubectl's discovery must see the new kinds too.
-    eventually(
-        lambda: (
-            stack.kubectl("get", "trainingjobs,driftmonitors", "-A", check=False).returncode == 0
-        ),
-        timeout=60,
-        what="kubectl to discover the tailor.dev kinds",
-    )
+    install_crds(stack)
 
 
 OPERATOR_NAMESPACES = "t-op-*"  # the `namespace` fixture's prefix for them

@@ -69,6 +69,27 @@ class StackHandle:
         return result
 
 
+CRD_NAMES = ("trainingjobs.tailor.dev", "driftmonitors.tailor.dev")
+
+
+def install_crds(stack: StackHandle) -> None:
+    """Server-side apply of crds/ (a re-apply is a no-op), then wait until both are served.
+
+    Polls the condition itself: `kubectl wait --for=condition=Established` fails outright when
+    it reads a CRD whose status has no conditions yet, just after the apply.
+    """
+    stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    query = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+    for name in CRD_NAMES:
+        eventually(lambda name=name: stack.kubectl("get", "crd", name, "-o", query,
+                                                   check=False).stdout.strip() == "True",
+                   timeout=60, what=f"CRD {name} to be Established")
+    # Established means served; kubectl's discovery must see the new kinds too.
+    eventually(lambda: stack.kubectl("get", "trainingjobs,driftmonitors", "-A",
+                                     check=False).returncode == 0,
+               timeout=60, what="kubectl to discover the tailor.dev kinds")
+
+
 def acquire_stack() -> tuple[StackHandle, bool]:
     """The running stack, or a new one; the flag says whether we started it."""
     stack = Stack()

@@ -21,9 +21,8 @@ import pytest
 import requests
 from tailor_devstack.stack import Stack
 
-from tests.support.testing import OperatorProcess, StackHandle, eventually, paused
+from tests.support.testing import OperatorProcess, StackHandle, eventually, install_crds, paused
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 NAMESPACE = "outage"
 OUTAGE_SECONDS = 15.0
 # One worker whose program outlives the start of the outage and ends during it.
@@ -43,9 +42,7 @@ def private_stack() -> Iterator[StackHandle]:
         try:
             state = stack.up(progress=lambda _message: None)
             handle = StackHandle(stack, state)
-            handle.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-            handle.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                           "crd/trainingjobs.tailor.dev", "crd/driftmonitors.tailor.dev")
+            install_crds(handle)
             handle.kubectl("create", "namespace", NAMESPACE)
             eventually(lambda: handle.kubectl("get", "serviceaccount", "default", "-n",
                                               NAMESPACE, check=False).returncode == 0,
