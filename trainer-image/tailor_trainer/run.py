@@ -20,6 +20,7 @@ epoch by the search's objective and documents the search (`tailor_trainer.search
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -176,6 +177,7 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s rank" + os.environ.get("RANK", "0")
                         + " %(name)s: %(message)s", stream=sys.stderr)
     rank = int(os.environ.get("RANK", "0"))
+    faulthandler.enable()  # a native crash leaves every thread's Python stack in the pod log
     signal.signal(signal.SIGTERM, _preempted)
     termination_log = os.environ.get(ENV_TERMINATION_LOG, DEFAULT_TERMINATION_LOG)
     outcome: TerminationSummary
