@@ -26,6 +26,22 @@ from tailor_contract.trainingjob import TrainingJobSpec
 
 Trigger = Literal["AccuracyBelowThreshold", "DriftDetected", "Alert"]
 
+AUTO_MAX_RATE = 0.1
+"""The largest ``threshold`` a drift check with method ``auto`` accepts: there it is a false-alarm
+rate per check, and a value above this (such as 0.25, a PSI threshold of the explicit methods)
+would let a healthy window alarm in up to that share of checks."""
+
+
+def _auto_rate_error(check: str, method: str, threshold: float | None) -> str | None:
+    """The CRD's rule on ``checks.featureDrift`` and ``checks.predictionDrift``."""
+    if method == "auto" and threshold is not None and threshold > AUTO_MAX_RATE:
+        return (
+            f"checks.{check}.threshold must be at most 0.1 with method auto, where it is a "
+            "false-alarm rate per check (default 0.005); a PSI or distance threshold needs an "
+            "explicit method"
+        )
+    return None
+
 
 class MonitoredModel(ApiModel):
     """The model to watch: a TrainingJob's promoted run, or an explicit reference profile."""
@@ -74,18 +90,50 @@ class AccuracyCheck(ApiModel):
 
 
 class FeatureDriftCheck(ApiModel):
+    """How input features are compared with the reference profile (docs/drift.md, Methods)."""
+
     method: Literal["auto", "psi", "wasserstein", "jensen-shannon", "ks", "chi-square"] = "auto"
+    """``auto``: a two-sample test per feature (binned KS for numbers, chi-square for
+    categories) AND an effect-size floor (normalised Wasserstein >= 0.1 sd, Jensen-Shannon
+    >= 0.1), the same rule at every window size: power grows with the window, and a healthy
+    window reaches ``driftedShare`` in at most 0.5% of checks (1% with prediction drift).
+    The other methods are that statistic against ``threshold``."""
     threshold: Annotated[float, Field(gt=0, le=100)] | None = None
+    """``auto``: the features' false-alarm rate per check (default 0.005). Otherwise the
+    method's threshold: PSI 0.25, Wasserstein and Jensen-Shannon 0.1 above which a feature
+    drifts; ks and chi-square 0.05 family-wise (Bonferroni) below which a p-value drifts."""
     drifted_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     calibrate: bool = False
+    """Thresholds from a bootstrap of the reference at the window's size: distance methods at
+    a 1% false-alarm rate per feature; ``auto`` compares the floor's distance with the larger
+    of its floor and its calibrated threshold at ``auto``'s rate. ks and chi-square ignore it."""
     features: Annotated[list[ColumnName], Field(min_length=1, max_length=1000), Unique] | None = (
         None
     )
 
+    @model_validator(mode="after")
+    def _auto_threshold_is_a_rate(self) -> FeatureDriftCheck:
+        """The CRD's CEL rule on checks.featureDrift."""
+        error = _auto_rate_error("featureDrift", self.method, self.threshold)
+        if error:
+            raise ValueError(error)
+        return self
+
 
 class PredictionDriftCheck(ApiModel):
     method: Literal["auto", "psi", "jensen-shannon", "chi-square"] = "auto"
+    """``auto``: chi-square test AND Jensen-Shannon distance >= 0.1, at every window size."""
     threshold: Annotated[float, Field(gt=0, le=100)] | None = None
+    """``auto``: the false-alarm rate per check (default 0.005); otherwise the method's
+    customary threshold (PSI 0.25, Jensen-Shannon 0.1, chi-square p < 0.05)."""
+
+    @model_validator(mode="after")
+    def _auto_threshold_is_a_rate(self) -> PredictionDriftCheck:
+        """The CRD's CEL rule on checks.predictionDrift."""
+        error = _auto_rate_error("predictionDrift", self.method, self.threshold)
+        if error:
+            raise ValueError(error)
+        return self
 
 
 class Checks(ApiModel):

@@ -86,13 +86,24 @@ def check_status(result: CheckResult) -> dict[str, Any]:
 
 def _feature(score: FeatureScore) -> dict[str, Any]:
     """One ``status.features[]`` entry."""
-    return {"name": score.name, "method": score.method, "score": _json_float(score.score),
-            "threshold": _json_float(score.threshold), "drifted": score.drifted}
+    out = {"name": score.name, "method": score.method, "score": _json_float(score.score),
+           "threshold": _json_float(score.threshold), "drifted": score.drifted}
+    return out | _effect(score.effect, score.effect_floor)
 
 
 def _prediction(drift: PredictionDrift) -> dict[str, Any]:
-    return {"method": drift.method, "score": _json_float(drift.score),
-            "threshold": _json_float(drift.threshold), "drifted": drift.drifted}
+    out = {"method": drift.method, "score": _json_float(drift.score),
+           "threshold": _json_float(drift.threshold), "drifted": drift.drifted}
+    return out | _effect(drift.effect, drift.effect_floor)
+
+
+def _effect(effect: float | None, floor: float | None) -> dict[str, Any]:
+    """``effect`` and ``effectFloor`` where ``auto`` held a test to its effect-size floor: with
+    them a p-value under its threshold next to ``drifted: false`` explains itself (the change
+    is significant but smaller than the floor)."""
+    if effect is None or floor is None or not math.isfinite(effect):
+        return {}
+    return {"effect": _json_float(effect), "effectFloor": _json_float(floor)}
 
 
 def _accuracy(a: AccuracyResult) -> dict[str, Any]:

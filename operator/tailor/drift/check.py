@@ -14,7 +14,7 @@ import pyarrow as pa
 from tailor_contract.profile import ReferenceProfile
 
 from tailor.drift.accuracy import LabelIndex, evaluate_accuracy
-from tailor.drift.methods import choose_method, prediction_drift, score_column
+from tailor.drift.methods import choose_method, feature_level, prediction_drift, score_column
 from tailor.drift.result import (
     TEST_METHODS,
     CheckResult,
@@ -82,12 +82,13 @@ def evaluate(
         if counts.count == 0:
             skipped.append(name)
             continue
-        plans.append((name, choose_method(reference[name], counts.count, settings)))
+        plans.append((name, choose_method(reference[name], settings)))
     tests = sum(1 for _, method in plans if method in TEST_METHODS)
+    level = feature_level(settings, len(plans), tests)
     scores = []
     for name, method in plans:
         scores.append(
-            score_column(name, method, reference[name], window.columns[name], settings, tests)
+            score_column(name, method, reference[name], window.columns[name], settings, level)
         )
     compared = len(scores)
     share = sum(1 for s in scores if s.drifted) / compared if compared else 0.0

@@ -1,8 +1,14 @@
 """The statistic of one compared column (or of the predictions) and its drift verdict.
 
-``choose_method`` picks the statistic for a column; ``score_column`` and ``prediction_drift``
-compute it on the window's counts against the reference profile's, with the configured,
-Bonferroni-corrected or calibrated threshold.
+``choose_method`` picks the statistic for a column; ``feature_level`` the per-feature level of
+a check; ``score_column`` and ``prediction_drift`` compute the statistic on the window's counts
+against the reference profile's, with the configured, corrected or calibrated threshold.
+
+``auto`` is one rule at every window size: a two-sample test (binned KS for numbers,
+chi-square for categories) at a level that bounds how often a healthy window raises
+DriftDetected, AND an effect-size floor (``EFFECT_FLOORS``) so that huge windows, where every
+trivial change is significant, do not alert on it. Power therefore grows with the window, and
+the false-alarm rate per check is ``CHECK_FALSE_ALARM_RATE`` at every size.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from tailor_contract.profile import CategoricalProfile, NumericProfile, Referenc
 
 from tailor.drift import stats
 from tailor.drift.result import (
+    AUTO_FEATURE_RATE,
+    AUTO_PREDICTION_RATE,
     DEFAULT_THRESHOLDS,
+    EFFECT_FLOORS,
     PSI_WARNING,
     TEST_METHODS,
     CheckSettings,
@@ -26,27 +35,48 @@ from tailor.drift.result import (
 )
 from tailor.drift.window import CategoryCounts, NumericCounts
 
+MIN_EXPECTED = 5.0
+"""``auto``'s chi-square pools categories expected fewer times than this in the window: the
+test's chi-square law needs that many, and rare categories would otherwise inflate its rate."""
 
-def choose_method(
-    reference: NumericProfile | CategoricalProfile, samples: int, settings: CheckSettings
-) -> str:
+
+def choose_method(reference: NumericProfile | CategoricalProfile, settings: CheckSettings) -> str:
     """The statistic for one column: the configured one where it applies to the column's type.
 
-    ``auto`` takes KS (numeric) or chi-square (categorical) below ``small_window`` values and
-    PSI above. KS and Wasserstein need an order, so categorical columns fall back to chi-square
-    and Jensen-Shannon respectively.
+    ``auto`` takes KS (numeric) or chi-square (categorical), with an effect-size floor; with
+    ``calibrate`` the floor's own distance (Wasserstein, Jensen-Shannon) with a threshold
+    calibrated at the same level. KS and Wasserstein need an order, so categorical columns
+    fall back to chi-square and Jensen-Shannon respectively.
     """
     method = settings.feature_method
     numeric = isinstance(reference, NumericProfile)
     if method == "auto":
-        if samples < settings.small_window:
-            return "ks" if numeric else "chi-square"
-        return "psi"
+        if settings.calibrate:
+            return "wasserstein" if numeric else "jensen-shannon"
+        return "ks" if numeric else "chi-square"
     if not numeric and method == "ks":
         return "chi-square"
     if not numeric and method == "wasserstein":
         return "jensen-shannon"
     return method
+
+
+def feature_level(settings: CheckSettings, compared: int, tests: int) -> float:
+    """The level each feature's test (or calibrated threshold) is held to.
+
+    Explicit tests: the family-wise threshold over the tested features (Bonferroni). ``auto``:
+    the drifted share needs ``j = ceil(share * k)`` of the ``k`` compared features, and testing
+    each at ``j * rate / k`` keeps the chance of ``j`` or more false flags at most ``rate``
+    under any dependence between features (Lehmann and Romano's generalised Bonferroni, 2005):
+    the rate holds for the monitor's verdict, not just for one column.
+    """
+    if settings.feature_method != "auto":
+        family = settings.feature_threshold or DEFAULT_THRESHOLDS["ks"]
+        return family / max(tests, 1)
+    rate = settings.feature_threshold or AUTO_FEATURE_RATE
+    k = max(compared, 1)
+    needed = min(k, max(1, math.ceil(settings.drifted_share * k - 1e-9)))
+    return rate * needed / k
 
 
 def score_column(
@@ -55,39 +85,40 @@ def score_column(
     reference: NumericProfile | CategoricalProfile,
     counts: NumericCounts | CategoryCounts,
     settings: CheckSettings,
-    tests: int,
+    level: float,
 ) -> FeatureScore:
-    if isinstance(reference, NumericProfile) and isinstance(counts, NumericCounts):
-        kind: Literal["numeric", "categorical"] = "numeric"
-        statistic, p_value = _numeric_statistic(method, reference, counts, settings.psi_bins)
-        ref_vec, cur_vec = _numeric_vectors(method, reference, counts, settings.psi_bins)
-    elif isinstance(reference, CategoricalProfile) and isinstance(counts, CategoryCounts):
-        kind = "categorical"
-        ref_vec, cur_vec = category_vectors(reference.categories, reference.other, counts.counts)
-        statistic, p_value = _distribution_statistic(method, ref_vec, cur_vec)
-    else:  # pragma: no cover - the accumulator is built from the profile
-        raise TypeError(f"column {name!r} does not match its profile")
-    calibrated = False
+    """One column's verdict; ``level`` is ``feature_level``'s."""
+    auto = settings.feature_method == "auto"
+    kind, statistic, p_value, ref_vec = _column_statistic(name, method, reference, counts,
+                                                          settings)
+    effect = floor = None
+    calibrated = settings.calibrate and method not in TEST_METHODS
     if method in TEST_METHODS:
-        family = settings.feature_threshold or DEFAULT_THRESHOLDS[method]
-        threshold = family / max(tests, 1)  # Bonferroni over the tested features
+        threshold = level
         score = p_value if p_value is not None else 1.0
         drifted = score < threshold
+        if auto:
+            effect_method = "wasserstein" if kind == "numeric" else "jensen-shannon"
+            effect = _effect(effect_method, reference, counts, settings)
+            floor = EFFECT_FLOORS[effect_method]
+            drifted = drifted and effect >= floor
     else:
         score = statistic
-        threshold = settings.feature_threshold or DEFAULT_THRESHOLDS[method]
-        if settings.calibrate:
-            threshold = calibrated_threshold(
+        null = None
+        if calibrated:
+            # auto's level is small (0.0025 at the default share): enough redraws to reach it.
+            rate = level if auto else settings.false_alarm_rate
+            resamples = settings.bootstrap_resamples
+            null = calibrated_threshold(
                 method,
                 reference,
                 ref_vec,
                 samples=counts.count,
-                false_alarm_rate=settings.false_alarm_rate,
-                resamples=settings.bootstrap_resamples,
+                false_alarm_rate=rate,
+                resamples=max(resamples, math.ceil(10 / rate)) if auto else resamples,
                 seed=zlib.crc32(name.encode()),
             )
-            calibrated = True
-        drifted = bool(score > threshold)
+        threshold, drifted = _distance_verdict(method, score, null, settings)
     return FeatureScore(
         name=name,
         kind=kind,
@@ -101,7 +132,74 @@ def score_column(
         p_value=p_value,
         warning=method == "psi" and statistic >= PSI_WARNING,
         calibrated=calibrated,
+        effect=effect,
+        effect_floor=floor,
     )
+
+
+def _column_statistic(
+    name: str,
+    method: str,
+    reference: NumericProfile | CategoricalProfile,
+    counts: NumericCounts | CategoryCounts,
+    settings: CheckSettings,
+) -> tuple[Literal["numeric", "categorical"], float, float | None, npt.NDArray[np.int64]]:
+    """The column's kind, statistic and p-value, and the reference counts calibration redraws
+    (``auto``'s chi-square pools sparse categories first)."""
+    if isinstance(reference, NumericProfile) and isinstance(counts, NumericCounts):
+        statistic, p_value = _numeric_statistic(method, reference, counts, settings.psi_bins)
+        ref_vec, _ = _numeric_vectors(method, reference, counts, settings.psi_bins)
+        return "numeric", statistic, p_value, ref_vec
+    if isinstance(reference, CategoricalProfile) and isinstance(counts, CategoryCounts):
+        ref_vec, cur_vec = category_vectors(reference.categories, reference.other, counts.counts)
+        auto = settings.feature_method == "auto"
+        tested = _pooled(ref_vec, cur_vec) if auto else (ref_vec, cur_vec)
+        statistic, p_value = _distribution_statistic(method, *tested)
+        return "categorical", statistic, p_value, ref_vec
+    raise TypeError(f"column {name!r} does not match its profile")  # pragma: no cover
+
+
+def _distance_verdict(
+    method: str, score: float, null: float | None, settings: CheckSettings
+) -> tuple[float, bool]:
+    """Threshold and verdict of a distance: explicit methods compare it with the configured (or
+    calibrated, ``null``) threshold; ``auto`` with ``calibrate`` asks for both the calibrated
+    threshold and the effect-size floor."""
+    if settings.feature_method == "auto":
+        floor = EFFECT_FLOORS[method]
+        drifted = score >= floor and (null is None or score > null)
+        return (floor if null is None else max(floor, null)), drifted
+    threshold = null if null is not None else settings.feature_threshold or DEFAULT_THRESHOLDS[
+        method]
+    return threshold, bool(score > threshold)
+
+
+def _effect(
+    method: str,
+    reference: NumericProfile | CategoricalProfile,
+    counts: NumericCounts | CategoryCounts,
+    settings: CheckSettings,
+) -> float:
+    """The effect size ``auto`` holds to its floor: normalised Wasserstein (numbers, fine bins)
+    or Jensen-Shannon distance (categories)."""
+    if isinstance(reference, NumericProfile) and isinstance(counts, NumericCounts):
+        return _numeric_statistic(method, reference, counts, settings.psi_bins)[0]
+    assert isinstance(reference, CategoricalProfile) and isinstance(counts, CategoryCounts)
+    ref, cur = category_vectors(reference.categories, reference.other, counts.counts)
+    return _distribution_statistic(method, ref, cur)[0]
+
+
+def _pooled(
+    ref: npt.NDArray[np.int64], cur: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Categories expected fewer than ``MIN_EXPECTED`` times in the window, merged into one."""
+    total = ref.sum()
+    if total == 0:
+        return ref, cur
+    sparse = ref / total * cur.sum() < MIN_EXPECTED
+    if sparse.sum() < 2:
+        return ref, cur
+    return (np.append(ref[~sparse], ref[sparse].sum()), np.append(cur[~sparse], cur[sparse].sum()))
 
 
 def _numeric_statistic(
@@ -222,25 +320,33 @@ def calibrated_threshold(
 def prediction_drift(
     profile: ReferenceProfile, counts: CategoryCounts, settings: CheckSettings
 ) -> PredictionDrift | None:
+    """Drift of the predicted-label counts. ``auto``: chi-square at ``AUTO_PREDICTION_RATE``
+    (or the configured threshold) AND Jensen-Shannon distance at least its floor."""
     if counts.count == 0 or not profile.predictions:
         return None
-    method = settings.prediction_method
-    if method == "auto":
-        method = "chi-square" if counts.count < settings.small_window else "jensen-shannon"
+    auto = settings.prediction_method == "auto"
+    method = "chi-square" if auto else settings.prediction_method
     classes = list(profile.classes)
     ref, cur = category_vectors(
         {c: profile.predictions.get(c, 0) for c in classes}, 0, counts.counts
     )
-    statistic, p_value = _distribution_statistic(method, ref, cur)
-    threshold = settings.prediction_threshold or DEFAULT_THRESHOLDS[method]
+    tested = _pooled(ref, cur) if auto else (ref, cur)
+    statistic, p_value = _distribution_statistic(method, *tested)
+    default = AUTO_PREDICTION_RATE if auto else DEFAULT_THRESHOLDS[method]
+    threshold = settings.prediction_threshold or default
+    effect = floor = None
     if method in TEST_METHODS:
         score = p_value if p_value is not None else 1.0
         drifted = score < threshold
     else:
         score = statistic
         drifted = score > threshold
+    if auto:
+        effect = _distribution_statistic("jensen-shannon", ref, cur)[0]
+        floor = EFFECT_FLOORS["jensen-shannon"]
+        drifted = drifted and effect >= floor
     return PredictionDrift(
-        method, float(score), float(threshold), bool(drifted), statistic, p_value
+        method, float(score), float(threshold), bool(drifted), statistic, p_value, effect, floor
     )
 
 

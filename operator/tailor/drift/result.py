@@ -26,12 +26,21 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "ks": 0.05,
     "chi-square": 0.05,
 }
-"""Customary thresholds: PSI 0.25 (alert; 0.1 warns), normalised Wasserstein and
-Jensen-Shannon distance 0.1, tests at a family-wise 0.05 (Bonferroni over the features)."""
+"""Customary thresholds of the explicit methods: PSI 0.25 (alert; 0.1 warns), normalised
+Wasserstein and Jensen-Shannon distance 0.1, tests at a family-wise 0.05 (Bonferroni over the
+features)."""
 PSI_WARNING = 0.1
-SMALL_WINDOW = 1000
-"""Windows with fewer values than this use tests (KS / chi-square) under ``auto``: distances
-are biased upwards on small samples, while tests account for sample size."""
+
+AUTO_FEATURE_RATE = 0.005
+"""``auto``: the most often a healthy window reaches the drifted share (whatever its size)."""
+AUTO_PREDICTION_RATE = 0.005
+"""``auto``: the most often a healthy window's predictions count as drifted."""
+CHECK_FALSE_ALARM_RATE = AUTO_FEATURE_RATE + AUTO_PREDICTION_RATE
+"""``auto``'s stated rate: at most 1% of checks of a healthy window raise DriftDetected."""
+EFFECT_FLOORS: dict[str, float] = {"wasserstein": 0.1, "jensen-shannon": 0.1}
+"""``auto``'s effect-size floors: a significant change smaller than these is not drift (0.1
+reference standard deviations of transport for numbers, 0.1 Jensen-Shannon distance for
+categories), so huge windows do not flag trivial shifts."""
 PSI_BINS = 10
 
 
@@ -59,10 +68,10 @@ class CheckSettings:
     label_column: str = "label"
     label_timestamp_column: str | None = "timestamp"
     cohort_seconds: int = 3600
-    small_window: int = SMALL_WINDOW
     psi_bins: int = PSI_BINS
     false_alarm_rate: float = 0.01
-    """Per-feature false-alarm rate that calibrated thresholds hold on reference-like data."""
+    """Per-feature false-alarm rate that calibrated thresholds of explicit distance methods hold
+    on reference-like data (``auto`` derives its own from ``AUTO_FEATURE_RATE``)."""
     bootstrap_resamples: int = 500
 
 
@@ -86,6 +95,10 @@ class FeatureScore:
     warning: bool = False
     """PSI only: at or above the 0.1 warning level."""
     calibrated: bool = False
+    effect: float | None = None
+    """``auto`` with a test: the effect size (normalised Wasserstein or Jensen-Shannon)."""
+    effect_floor: float | None = None
+    """``auto`` with a test: the least effect that counts as drift (``EFFECT_FLOORS``)."""
 
     @property
     def higher_is_drift(self) -> bool:
@@ -100,6 +113,8 @@ class PredictionDrift:
     drifted: bool
     statistic: float
     p_value: float | None = None
+    effect: float | None = None
+    effect_floor: float | None = None
 
 
 @dataclass(frozen=True)

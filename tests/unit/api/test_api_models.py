@@ -56,7 +56,8 @@ MINIMAL = [
                                          "searchSpace": {"imageSize": {"values": [224, 288]}}}}),
     ("DriftMonitor", MONITOR),
     ("DriftMonitor", {**MONITOR, "retrain": {"template": {"spec": CUSTOM}}}),
-    ("DriftMonitor", {**MONITOR, "checks": {"featureDrift": {"threshold": 0.2}}}),
+    ("DriftMonitor", {**MONITOR, "checks": {"featureDrift": {"threshold": 0.01}}}),
+    ("DriftMonitor", {**MONITOR, "checks": {"featureDrift": {"method": "psi", "threshold": 0.2}}}),
 ]
 
 

@@ -5,6 +5,7 @@ How a check reads a spec and renders status: tests/unit/operator/test_driftmonit
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -58,11 +59,9 @@ def _logs(n, seed=1, shift=0.0, start=START, spam=0.3, city=(0.5, 0.3, 0.2)):
 def test_no_drift_on_reference_like_data():
     result = run_check(_reference(), [_logs(5000)])
     assert result.predictions == 5000
-    assert [f.method for f in result.features] == ["psi", "psi", "psi"]
+    assert [f.method for f in result.features] == ["ks", "ks", "chi-square"]
     assert not result.drift_detected and result.drift_reason == "NoDrift"
-    assert (
-        result.prediction_drift is not None and result.prediction_drift.method == "jensen-shannon"
-    )
+    assert result.prediction_drift is not None and result.prediction_drift.method == "chi-square"
 
 
 def test_planted_shift_is_detected():
@@ -71,7 +70,17 @@ def test_planted_shift_is_detected():
     assert result.drifted_share == 1.0 and result.drift_reason == "FeatureDrift"
     assert result.prediction_drift is not None and result.prediction_drift.drifted
     x = next(f for f in result.features if f.name == "x")
-    assert x.score > 0.25 and x.threshold == 0.25 and x.warning
+    # auto: p-value below the level (0.005 * 2 of 3 features needed / 3) and effect >= 0.1 sd.
+    assert x.score < x.threshold == pytest.approx(0.005 * 2 / 3)
+    assert x.effect == pytest.approx(1.0, rel=0.08) and x.effect_floor == 0.1
+
+
+def test_psi_keeps_its_customary_threshold():
+    result = run_check(_reference(), [_logs(5000, shift=1.0)],
+                       settings=CheckSettings(feature_method="psi"))
+    x = next(f for f in result.features if f.name == "x")
+    assert x.method == "psi" and x.drifted and x.threshold == 0.25 and x.warning
+    assert x.effect is None and not x.calibrated
 
 
 def test_prediction_drift_alone():
@@ -80,14 +89,43 @@ def test_prediction_drift_alone():
     assert result.drift_detected and result.drift_reason == "PredictionDrift"
 
 
-def test_small_windows_use_tests_with_bonferroni():
-    result = run_check(_reference(), [_logs(300)], settings=CheckSettings(min_samples=100))
+def test_explicit_tests_use_bonferroni():
+    result = run_check(_reference(), [_logs(300)],
+                       settings=CheckSettings(min_samples=100, feature_method="ks"))
     methods = {f.name: f.method for f in result.features}
     assert methods == {"x": "ks", "y": "ks", "city": "chi-square"}
     assert all(f.threshold == pytest.approx(0.05 / 3) for f in result.features)
-    assert all(f.p_value == f.score for f in result.features)
+    assert all(f.p_value == f.score and f.effect is None for f in result.features)
+
+
+@pytest.mark.parametrize(("share", "needed"), [(0.5, 2), (0.1, 1), (1.0, 3)])
+def test_auto_level_bounds_the_chance_of_reaching_the_drifted_share(share, needed):
+    settings = CheckSettings(min_samples=100, drifted_share=share)
+    result = run_check(_reference(), [_logs(300)], settings=settings)
+    assert all(f.threshold == pytest.approx(0.005 * needed / 3) for f in result.features)
     assert result.prediction_drift is not None
     assert result.prediction_drift.method == "chi-square"
+    assert result.prediction_drift.threshold == 0.005
+
+
+def test_auto_threshold_sets_the_feature_familys_rate():
+    settings = CheckSettings(min_samples=100, feature_threshold=0.03)
+    result = run_check(_reference(), [_logs(300)], settings=settings)
+    assert all(f.threshold == pytest.approx(0.03 * 2 / 3) for f in result.features)
+
+
+def test_auto_effect_floor_keeps_huge_windows_from_flagging_trivial_shifts():
+    # A 0.05 sd shift: highly significant with 200,000 reference and 100,000 window values,
+    # but below the 0.1 sd floor. PSI would not flag it either; KS alone would.
+    big = build_reference_profile({"x": np.random.default_rng(3).normal(size=200_000)},
+                                  ["ham"] * 200_000, classes=CLASSES)
+    logs = pa.table({"x": np.random.default_rng(4).normal(0.05, 1, 100_000)})
+    auto = run_check(big, [logs], settings=CheckSettings(min_samples=1))
+    x = auto.features[0]
+    assert x.p_value is not None and x.p_value < x.threshold
+    assert x.effect is not None and x.effect < 0.1 and not x.drifted
+    ks = run_check(big, [logs], settings=CheckSettings(min_samples=1, feature_method="ks"))
+    assert ks.features[0].drifted
 
 
 def test_insufficient_samples_never_report_drift():
@@ -179,10 +217,24 @@ def test_calibrated_thresholds_hold_their_false_alarm_rate(method, window):
 
 def test_calibration_lowers_thresholds_for_huge_windows():
     profile = _reference()
-    result = run_check(profile, [_logs(50000, shift=0.08)], settings=CheckSettings(calibrate=True))
+    psi = CheckSettings(feature_method="psi")
+    result = run_check(profile, [_logs(50000, shift=0.08)], settings=replace(psi, calibrate=True))
     x = next(f for f in result.features if f.name == "x")
     assert x.calibrated and x.threshold < 0.05 and x.drifted
-    assert not run_check(profile, [_logs(50000, shift=0.08)]).features[0].drifted
+    assert not run_check(profile, [_logs(50000, shift=0.08)], settings=psi).features[0].drifted
+
+
+def test_auto_with_calibrate_holds_the_floor_above_its_calibrated_threshold():
+    profile = _reference()
+    settings = CheckSettings(calibrate=True)
+    big = run_check(profile, [_logs(50000, shift=0.3)], settings=settings)
+    x = next(f for f in big.features if f.name == "x")
+    city = next(f for f in big.features if f.name == "city")
+    assert (x.method, city.method) == ("wasserstein", "jensen-shannon")
+    assert x.calibrated and x.threshold == 0.1 and x.drifted  # the floor binds on 50,000
+    small = run_check(profile, [_logs(60, shift=0.3)], settings=replace(settings, min_samples=1))
+    x = next(f for f in small.features if f.name == "x")
+    assert x.threshold > 0.1  # the calibrated null binds on 60
 
 
 def test_accuracy_check_end_to_end():

@@ -360,10 +360,12 @@ def test_check_status_has_the_crd_shape():
     assert status["window"] == {"predictions": 3000, "labeled": 3000, "labelCoverage": 1.0,
                                 "start": "2030-01-01T11:00:00Z", "end": STAMP}
     assert status["driftSummary"] == "2/3"  # x and y moved, city did not
-    assert set(status["features"][0]) == {"name", "method", "score", "threshold", "drifted"}
+    assert {frozenset(f) for f in status["features"]} == {frozenset(  # auto: with its effect
+        {"name", "method", "score", "threshold", "effect", "effectFloor", "drifted"})}
     assert status["accuracy"]["value"] == 1.0 and status["accuracy"]["samples"] == 3000
     assert status["accuracy"]["threshold"] == 0.9
-    assert set(status["predictionDrift"]) == {"method", "score", "threshold", "drifted"}
+    assert set(status["predictionDrift"]) == {"method", "score", "threshold", "effect",
+                                              "effectFloor", "drifted"}
 
 
 def test_every_driftmonitor_reason_is_asserted_in_these_tests():
