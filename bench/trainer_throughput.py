@@ -156,7 +156,9 @@ def main() -> None:
                         help="intra-op threads, every side (default: 1 with --small, else torch's)")
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also append the results to this file")
-    parser.add_argument("--e2e-log", type=Path, default=Path("trainer-e2e-children.log"))
+    parser.add_argument("--e2e-log", type=Path,
+                        default=Path(tempfile.gettempdir()) / "trainer-e2e-children.log",
+                        help="where the end-to-end child processes' output goes")
     parser.add_argument("--minilm", type=Path, default=None)
     parser.add_argument("--bbc", type=Path, default=None)
     args = parser.parse_args()
