@@ -55,7 +55,9 @@ def namespace(stack: StackHandle, request: pytest.FixtureRequest) -> Iterator[st
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     # Only tests that ask for the session's operator get a namespace it serves.
     prefix = "t-op-" if "operator" in request.fixturenames else "t-"
-    name = f"{prefix}{slug}-{secrets.token_hex(2)}"
+    # 32 random bits: parametrised tests share their 40-character slug, and a deleted namespace
+    # keeps its name while it terminates (16 bits once collided among ~30 such names).
+    name = f"{prefix}{slug}-{secrets.token_hex(4)}"
     stack.kubectl("create", "namespace", name)
     # Pods are refused until the ServiceAccount controller has made the default account.
     eventually(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", name,
