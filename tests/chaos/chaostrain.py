@@ -9,6 +9,7 @@ import io
 import json
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from tailor_contract import trainer_api
 
-from tests.chaos.chaoslib import items
-from tests.support.testing import StackHandle
+from tests.chaos.chaoslib import items, terminal
+from tests.support.testing import StackHandle, eventually
 
 CLASSES = ("business", "sport", "tech")
 WORDS = {"business": "market shares profit bank", "sport": "match goal team league",
@@ -217,3 +218,41 @@ def curve_breaks(recorded: list[dict[str, float]], seen: dict[int, float]) -> li
     by_step = {int(h["step"]): float(h["loss"]) for h in recorded}
     return sorted(step for step, loss in seen.items()
                   if step not in by_step or abs(by_step[step] - loss) > 1e-4 * max(1, abs(loss)))
+
+
+def start_training(stack: StackHandle, namespace: str, bucket: str, name: str, workers: int,
+                   backoff_limit: int) -> tuple[str, CheckpointAudit, LossSampler]:
+    """Apply the scenario's TrainingJob; its run id, and a checkpoint audit and loss sampler
+    already watching it."""
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(
+        trainingjob(stack, bucket, name, workers, backoff_limit=backoff_limit)))
+    run_id: str = eventually(lambda: items(stack, namespace, "tj") and items(
+        stack, namespace, "tj")[0].get("status", {}).get("runId"), timeout=60,
+        what="the run id in status")
+    return (run_id, CheckpointAudit(stack, bucket, run_prefix(run_id)),
+            LossSampler(stack, namespace, name))
+
+
+def finished(stack: StackHandle, namespace: str, name: str) -> dict[str, Any]:
+    """The TrainingJob once it has Succeeded or Failed."""
+    def ended() -> dict[str, Any] | None:
+        tj = items(stack, namespace, "tj")[0]
+        return tj if terminal(tj) else None
+
+    return eventually(ended, timeout=900, what=f"{name} to finish")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the run's metrics.json says of its training, against the live loss samples."""
+
+    resumed: Any  # metrics.json's training.resumedFrom: a step, or None
+    steps: list[int]
+    breaks: list[int]
+
+
+def recorded(stack: StackHandle, bucket: str, run_id: str, sampler: LossSampler) -> Recorded:
+    metrics = history(stack, bucket, run_id)
+    return Recorded(resumed=metrics.get("training", {}).get("resumedFrom"),
+                    steps=[int(h["step"]) for h in metrics.get("history", [])],
+                    breaks=curve_breaks(metrics.get("history", []), sampler.seen))

@@ -10,7 +10,6 @@ scratch, and lands on the same loss curve.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from tests.chaos.chaoslib import (
     Operator,
     condition,
     figures,
-    items,
     start_component,
     stop_component,
 )
@@ -29,10 +27,9 @@ from tests.chaos.chaostrain import (
     STEPS,
     CheckpointAudit,
     LossSampler,
-    curve_breaks,
-    history,
-    run_prefix,
-    trainingjob,
+    finished,
+    recorded,
+    start_training,
     upload_inputs,
 )
 from tests.support.testing import StackHandle, eventually
@@ -51,13 +48,7 @@ def test_minio_down_30s_during_checkpoints_the_job_survives_and_resumes(
     audit: CheckpointAudit | None = None
     sampler: LossSampler | None = None
     try:
-        stack.kubectl("apply", "-n", namespace, "-f", "-",
-                      input=json.dumps(trainingjob(stack, bucket, JOB, 1, backoff_limit=3)))
-        run_id = eventually(lambda: items(stack, namespace, "tj") and items(
-            stack, namespace, "tj")[0].get("status", {}).get("runId"), timeout=60,
-            what="the run id in status")
-        audit = CheckpointAudit(stack, bucket, run_prefix(run_id))
-        sampler = LossSampler(stack, namespace, JOB)
+        run_id, audit, sampler = start_training(stack, namespace, bucket, JOB, 1, backoff_limit=3)
         before = eventually(lambda: (c := audit.complete()) and c[-1], timeout=600,
                             what="the first complete checkpoint")
         stop_component(stack, "minio")
@@ -66,19 +57,14 @@ def test_minio_down_30s_during_checkpoints_the_job_survives_and_resumes(
         time.sleep(OUTAGE_SECONDS)  # the outage itself
         back_after = start_component(stack, "minio")
         outage = time.monotonic() - stopped
-        done = eventually(lambda: (tj := items(stack, namespace, "tj")[0]) and (
-            condition(tj, "Succeeded").get("status") == "True"
-            or condition(tj, "Failed").get("status") == "True") and tj, timeout=900,
-            what=f"{JOB} to finish")
+        done = finished(stack, namespace, JOB)
     finally:
         operator.stop()
         for watcher in (audit, sampler):
             if watcher is not None:
                 watcher.stop()
-    metrics = history(stack, bucket, run_id)
-    resumed = metrics.get("training", {}).get("resumedFrom")
-    steps = [int(h["step"]) for h in metrics.get("history", [])]
-    breaks = curve_breaks(metrics.get("history", []), sampler.seen)
+    run = recorded(stack, bucket, run_id, sampler)
+    resumed, steps, breaks = run.resumed, run.steps, run.breaks
     status = done["status"]
     restarts = status.get("workers", {}).get("restarts")
     figures("MinIO stopped 30 s during checkpoint uploads", {

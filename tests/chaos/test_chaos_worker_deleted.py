@@ -9,7 +9,6 @@ showed it live equals the final history's); every checkpoint seen complete match
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,9 @@ from tests.chaos.chaostrain import (
     EVERY_STEPS,
     STEPS,
     CheckpointAudit,
-    LossSampler,
-    curve_breaks,
-    history,
-    run_prefix,
-    trainingjob,
+    finished,
+    recorded,
+    start_training,
     upload_inputs,
 )
 from tests.support.testing import StackHandle, eventually
@@ -40,13 +37,7 @@ def test_deleted_worker_pod_restarts_the_group_from_the_last_checkpoint(
     operator = Operator(stack, tmp_path / "operator.log", "--namespace", namespace)
     audit: CheckpointAudit | None = None
     try:
-        stack.kubectl("apply", "-n", namespace, "-f", "-",
-                      input=json.dumps(trainingjob(stack, bucket, JOB, 2, backoff_limit=2)))
-        run_id = eventually(lambda: items(stack, namespace, "tj") and items(
-            stack, namespace, "tj")[0].get("status", {}).get("runId"), timeout=60,
-            what="the run id in status")
-        audit = CheckpointAudit(stack, bucket, run_prefix(run_id))
-        sampler = LossSampler(stack, namespace, JOB)
+        run_id, audit, sampler = start_training(stack, namespace, bucket, JOB, 2, backoff_limit=2)
         before = eventually(lambda: (c := audit.complete()) and c[-1] >= 2 * EVERY_STEPS
                             and c[-1], timeout=600, what="a checkpoint at step >= 20")
         [pod] = [p["metadata"]["name"] for p in items(stack, namespace, "pods",
@@ -55,18 +46,13 @@ def test_deleted_worker_pod_restarts_the_group_from_the_last_checkpoint(
         stack.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")
         sampler.stop()
         at_delete = sampler.last_step
-        done = eventually(lambda: (tj := items(stack, namespace, "tj")[0]) and (
-            condition(tj, "Succeeded").get("status") == "True"
-            or condition(tj, "Failed").get("status") == "True") and tj, timeout=900,
-            what=f"{JOB} to finish")
+        done = finished(stack, namespace, JOB)
     finally:
         operator.stop()
         if audit is not None:
             audit.stop()
-    metrics = history(stack, bucket, run_id)
-    resumed = metrics.get("training", {}).get("resumedFrom")
-    steps = [int(h["step"]) for h in metrics.get("history", [])]
-    breaks = curve_breaks(metrics.get("history", []), sampler.seen)
+    run = recorded(stack, bucket, run_id, sampler)
+    resumed, steps, breaks = run.resumed, run.steps, run.breaks
     status = done["status"]
     figures("worker pod deleted mid-training", {
         "outcome": status.get("phase"), "group restarts": status.get("workers", {}).get("restarts"),
