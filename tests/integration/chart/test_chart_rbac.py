@@ -31,6 +31,7 @@ from tailor_contract import trainer_api
 from tailor_contract.profile import build_reference_profile
 from test_chart_schemas import kubeconform_run
 
+from tests.support import chart_rules
 from tests.support.testing import StackHandle, eventually
 
 CHART = REPO / "helm" / "tailor"
@@ -297,13 +298,9 @@ def exported_names(families: dict[str, str]) -> set[str]:
 
 def dashboard_and_alert_metrics(stack: StackHandle, release: Release) -> set[str]:
     dashboard = (CHART / "dashboards" / "tailor.json").read_text()
-    rules = subprocess.run(  # the PrometheusRule is off in this release; render it
-        ["bash", "-c", f'source "{REPO}/hack/versions.sh"; "$TAILOR_BIN_ROOT/helm-$HELM_VERSION/'
-         f'helm" template x "{CHART}" --set prometheusRule.enabled=true '
-         '--show-only templates/prometheusrule.yaml'],
-        check=True, capture_output=True, text=True).stdout
     exprs = [t["expr"] for p in json.loads(dashboard)["panels"] for t in p.get("targets", [])]
-    exprs += [r["expr"] for g in yaml.safe_load(rules)["spec"]["groups"] for r in g["rules"]]
+    # The PrometheusRule is off in this release; render it.
+    exprs += [r["expr"] for g in chart_rules.rule_groups()["groups"] for r in g["rules"]]
     return set().union(*(set(re.findall(r"\btailor_[a-z0-9_]+\b", e)) for e in exprs))
 
 

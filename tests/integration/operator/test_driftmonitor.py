@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tailor_contract.profile import build_reference_profile
 from tailor_devstack import services
 
+from tests.support import chart_rules
 from tests.support.testing import OperatorProcess, StackHandle, eventually
 
 RETRAIN_COMMAND = ["python", "-c", "print('retrained')"]
@@ -328,50 +329,68 @@ def webhook_operator(stack: StackHandle, namespace: str, crds: None,
     process.stop()
 
 
-def test_solo_alert_from_prometheus_through_alertmanager_retrains_once(
+# The chart's retrain alert fires at once here (`for` defaults to 5m);
+# tests/unit/chart/test_chart_promtool.py holds what `for` does.
+CHART_RULE_VALUES = ["--set", "prometheusRule.for.modelMetric=0s"]
+
+
+def test_solo_chart_alert_through_prometheus_and_alertmanager_retrains_once(
         stack: StackHandle, namespace: str, bucket: str, storage_secret: None,
         webhook_operator: tuple[OperatorProcess, str, str]) -> None:
+    """The chart's PrometheusRule (checked by promtool) fires on an accuracy drop like the
+    demo's second day (under the monitor's 0.8), the chart's AlertmanagerConfig route takes it
+    to the webhook, and the operator retrains once."""
     operator, url, token = webhook_operator
     targets = stack.dir / "prometheus" / "targets" / f"{namespace}.json"
-    targets.write_text(json.dumps([{"targets": [f"{operator.address}:{operator.metrics_port}"],
-                                    "labels": {"job": "tailor-operator"}}]))
-    rule = stack.dir / "prometheus" / "rules" / f"{namespace}.yml"
-    rule.write_text(yaml.safe_dump({"groups": [{"name": namespace, "rules": [{
-        "alert": "TailorModelMetricBelowThreshold",
-        "expr": f'tailor_model_metric{{namespace="{namespace}"}} < on(namespace, monitor, '
-                f'metric) tailor_model_metric_threshold{{namespace="{namespace}"}}',
-        "labels": {"severity": "warning"},
-        "annotations": {"summary": "model metric below its threshold"}}]}]}))
     fragment = stack.dir / "alertmanager" / "receivers" / f"{namespace}.yml"
-    fragment.write_text(yaml.safe_dump({
-        "receiver": {"name": namespace, "webhook_configs": [{
-            "url": url, "send_resolved": False,
-            "http_config": {"authorization": {"type": "Bearer", "credentials": token}}}]},
-        "matchers": [f'namespace="{namespace}"']}))
-    services.reload(stack.state.prometheus_url)
-    services.write_alertmanager_config(stack.dir / "alertmanager")
-    services.reload(stack.state.alertmanager_url)
-    try:
-        profile = write_reference(stack, bucket)
-        write_window(stack, bucket, part="bad", shift=0.0, accuracy=0.6)
-        # The internal trigger is off: only the alert may retrain.
-        stack.kubectl("apply", "-n", namespace, "-f", "-",
-                      input=monitor("alerted", bucket, profile, stack, ["Alert"]))
-        [job] = eventually(lambda: retrains(stack, namespace, "alerted"), timeout=120,
-                           what="Prometheus -> Alertmanager -> webhook -> retrain")
-        lineage = json.loads(job["metadata"]["annotations"]["tailor.dev/trigger"])
-        assert lineage["reason"] == "Alert" and "below its threshold" in lineage["message"]
-        status = dm_status(stack, namespace, "alerted")
-        assert status["retrainCount"] == 1 and status["lastRetrain"]["reason"] == "Alert"
-        assert scrape(operator)[("tailor_alerts_received_total",
-                                 frozenset({("outcome", "retrain-created")}))] == 1.0
-        assert len(retrains(stack, namespace, "alerted")) == 1
-    finally:
-        for path in (targets, rule, fragment):
-            path.unlink(missing_ok=True)
-        services.reload(stack.state.prometheus_url)
-        services.write_alertmanager_config(stack.dir / "alertmanager")
-        services.reload(stack.state.alertmanager_url)
+    with chart_rules.installed(stack.dir, stack.state.prometheus_url, f"chart-{namespace}",
+                               CHART_RULE_VALUES):
+        try:
+            targets.write_text(json.dumps([{
+                "targets": [f"{operator.address}:{operator.metrics_port}"],
+                "labels": {"job": "tailor-operator"}}]))
+            # The Prometheus Operator scopes the chart's route to one namespace; so do we.
+            fragment.write_text(yaml.safe_dump({
+                "receiver": {"name": namespace, "webhook_configs": [{
+                    "url": url, "send_resolved": False,
+                    "http_config": {"authorization": {"type": "Bearer",
+                                                      "credentials": token}}}]},
+                "matchers": [*chart_rules.route_matchers(), f'namespace="{namespace}"']}))
+            services.write_alertmanager_config(stack.dir / "alertmanager")
+            services.reload(stack.state.alertmanager_url)
+            alerted_once(stack, namespace, bucket, operator)
+        finally:
+            for path in (targets, fragment):
+                path.unlink(missing_ok=True)
+            services.write_alertmanager_config(stack.dir / "alertmanager")
+            services.reload(stack.state.alertmanager_url)
+
+
+def alerted_once(stack: StackHandle, namespace: str, bucket: str,
+                 operator: OperatorProcess) -> None:
+    profile = write_reference(stack, bucket)
+    write_window(stack, bucket, part="bad", shift=0.0, accuracy=0.6)
+    # The internal trigger is off: only the alert may retrain.
+    stack.kubectl("apply", "-n", namespace, "-f", "-",
+                  input=monitor("alerted", bucket, profile, stack, ["Alert"]))
+    [job] = eventually(lambda: retrains(stack, namespace, "alerted"), timeout=120,
+                       what="Prometheus -> Alertmanager -> webhook -> retrain")
+    lineage = json.loads(job["metadata"]["annotations"]["tailor.dev/trigger"])
+    # The chart's summary annotation, as Prometheus filled it in.
+    assert lineage["reason"] == "Alert"
+    assert lineage["message"] == "alert: alerted: accuracy is below its threshold"
+    status = dm_status(stack, namespace, "alerted")
+    assert status["retrainCount"] == 1 and status["lastRetrain"]["reason"] == "Alert"
+    assert scrape(operator)[("tailor_alerts_received_total",
+                             frozenset({("outcome", "retrain-created")}))] == 1.0
+    [alert] = [a for a in requests.get(
+        f"{stack.state.alertmanager_url}/api/v2/alerts", timeout=10,
+        params={"filter": f'namespace="{namespace}"'}).json()
+        if a["labels"]["alertname"] == chart_rules.RETRAIN_ALERT]
+    assert {k: alert["labels"][k] for k in ("monitor", "metric", "tailor_action")} == {
+        "monitor": "alerted", "metric": "accuracy", "tailor_action": "retrain"}
+    assert [r["name"] for r in alert["receivers"]] == [namespace]
+    assert len(retrains(stack, namespace, "alerted")) == 1
 
 
 def test_solo_webhook_refuses_bad_callers_and_bad_payloads(
