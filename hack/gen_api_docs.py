@@ -97,14 +97,16 @@ each reason is a constant of `operator/contract/tailor_contract/constants.py`):
 
 | Type | True when |
 |---|---|
-| `Running` | every worker pod is ready (`WorkersRunning`); False, with the reason of the moment, \
-while `Created`, `WorkersStarting`, `Queued`, `Restarting`, `Suspended` or `Resumed`, and once \
-finished |
+| `Running` | every worker pod is ready, or has already completed while the others finish \
+(`WorkersRunning`); False, with the reason of the moment, while `Created`, `WorkersStarting`, \
+`Queued`, `Restarting`, `Suspended` or `Resumed`, and once finished |
 | `Succeeded` | the run finished: trained, evaluated, artifacts written (`Completed`; terminal) |
 | `Failed` | the run failed for good: `BackoffLimitExceeded`, `DeadlineExceeded`, \
-`PermanentFailure` or the trainer's own permanent reason such as `DataQualityFailed`, with the \
-real cause in the message and in `status.failure` (`OOMKilled`, `Evicted`, `NodeLost`, \
-`WorkerFailed`, the exit code and the termination message; terminal) |
+`PendingDeadlineExceeded` (the workers did not all start within \
+`runPolicy.pendingDeadlineSeconds`), `PermanentFailure` or the trainer's own permanent reason \
+such as `DataQualityFailed`, with the real cause in the message and in `status.failure` \
+(`OOMKilled`, `Evicted`, `NodeLost`, `WorkerFailed`, the exit code and the termination message; \
+for a worker that never started, the kubelet's or scheduler's reason and words; terminal) |
 | `Suspended` | no worker pod runs and the checkpoints are kept: `runPolicy.suspend` is true \
 (`Suspended`), or Kueue has not admitted the job yet (`Queued`: its worker Job waits suspended, \
 as a batch/v1 Job under Kueue does, and Argo CD shows the TrainingJob Suspended, as it shows \
@@ -120,9 +122,15 @@ run reported no gate (a custom task, or a failure before the gate ran) |
 a custom task, or a failed run); Unknown with `Pending` until the run ends |
 | `Ready` | the run succeeded and the operator has recorded its outcome |
 | `Reconciling` | the job is in progress: pending, queued, running or restarting (the reason \
-says which; False once finished or while suspended by its spec) |
-| `Stalled` | the operator cannot make progress without a change: the run failed (the reason of \
-`Failed`), or the spec cannot be acted on (`InvalidSpec`) |
+says which; False once finished, while suspended by its spec, and while `Stalled`) |
+| `Stalled` | the job cannot go on without someone's help: the run failed (the reason of \
+`Failed`), the spec cannot be acted on (`InvalidSpec`), or, not terminal, a worker cannot \
+start, with the kubelet's reason (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`, \
+`ErrImageNeverPull`, `ImageInspectError`, `CreateContainerConfigError` for a missing Secret, \
+`CreateContainerError`) or the scheduler's (`Unschedulable`, once it has lasted half of \
+`runPolicy.pendingDeadlineSeconds`, 5 minutes at most) and the pod, container and message: it \
+turns False when the workers start, or the job fails at the pending deadline. kstatus (Flux) \
+reads it as Failed, Argo CD as Degraded |
 
 DriftMonitor conditions:
 

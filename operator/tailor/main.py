@@ -1,5 +1,5 @@
 """Start-up: settings, Kopf configuration, the metrics endpoint and the background loops
-(housekeeping, trial curves, drift checks, the periodic resync).
+(housekeeping, starting workers, trial curves, drift checks, the periodic resync).
 
 `python -m tailor` runs the operator; `--namespace` limits it (default: cluster-wide).
 """
@@ -79,6 +79,9 @@ def start_background(trainingjob_index: kopf.Index[Any, Any],
 
     loops = [("housekeeping", config.progress_interval,
               lambda: rt.trainingjobs.housekeeping(lambda: known(trainingjob_index))),
+             # Starting workers get no event while a pod is stuck (tailor.assess.startup).
+             ("startup-checks", config.progress_interval,
+              lambda: rt.trainingjobs.check_starting(lambda: known(trainingjob_index))),
              ("trial-curves", config.trial_interval,
               lambda: rt.trainingjobs.scrape_trials(lambda: known(trainingjob_index))),
              ("drift-checks", 1.0, lambda: rt.driftmonitors.schedule(known(driftmonitor_index)))]

@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bind-address", default=os.environ.get("TAILOR_BIND_ADDRESS",
                                                                    "0.0.0.0"))  # noqa: S104
     parser.add_argument("--progress-interval", type=float, default=10.0,
-                        help="seconds between reads of a running job's progress")
+                        help="seconds between reads of a running job's progress, and between "
+                             "checks of workers that are slow to start")
     parser.add_argument("--trial-interval", type=float, default=2.0,
                         help="seconds between reads of running trials' validation curves "
                              "(how soon a trial is pruned)")

@@ -150,12 +150,36 @@ REASON_RESUMED: Final = "Resumed"
 # TrainingJob failures
 REASON_BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
 REASON_DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+REASON_PENDING_DEADLINE_EXCEEDED: Final = "PendingDeadlineExceeded"
+"""The workers did not all start within spec.runPolicy.pendingDeadlineSeconds."""
 REASON_PERMANENT_FAILURE: Final = "PermanentFailure"
 REASON_OOM_KILLED: Final = "OOMKilled"
 REASON_EVICTED: Final = "Evicted"
 REASON_NODE_LOST: Final = "NodeLost"
 """A worker's node disappeared (status.failure.reason, and a restart's reason)."""
 REASON_WORKER_FAILED: Final = "WorkerFailed"
+# A worker that cannot start: the kubelet's own waiting reasons (pods' containerStatuses[].state
+# .waiting.reason), which no retry by the kubelet fixes without someone's help, and the
+# scheduler's Unschedulable (PodScheduled False). The TrainingJob reports them as its Stalled
+# condition's reason while it waits, and in status.failure if its pending deadline passes.
+REASON_ERR_IMAGE_PULL: Final = "ErrImagePull"
+REASON_IMAGE_PULL_BACK_OFF: Final = "ImagePullBackOff"
+REASON_INVALID_IMAGE_NAME: Final = "InvalidImageName"
+REASON_ERR_IMAGE_NEVER_PULL: Final = "ErrImageNeverPull"
+REASON_IMAGE_INSPECT_ERROR: Final = "ImageInspectError"
+REASON_CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
+"""A Secret or ConfigMap (or a key in it) that a container's env names does not exist."""
+REASON_CREATE_CONTAINER_ERROR: Final = "CreateContainerError"
+REASON_UNSCHEDULABLE: Final = "Unschedulable"
+STUCK_WAITING_REASONS: Final = (
+    REASON_ERR_IMAGE_PULL,
+    REASON_IMAGE_PULL_BACK_OFF,
+    REASON_INVALID_IMAGE_NAME,
+    REASON_ERR_IMAGE_NEVER_PULL,
+    REASON_IMAGE_INSPECT_ERROR,
+    REASON_CREATE_CONTAINER_CONFIG_ERROR,
+    REASON_CREATE_CONTAINER_ERROR,
+)
 # Data quality
 REASON_DATA_QUALITY_PASSED: Final = "DataQualityPassed"
 REASON_DATA_QUALITY_WARNINGS: Final = "DataQualityWarnings"

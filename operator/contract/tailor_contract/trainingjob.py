@@ -34,6 +34,11 @@ MAX_PRODUCTION_URIS = 16  # maxItems of spec.data.productionUris
 TASK_TEXT_CLASSIFICATION = "text-classification"
 TASK_IMAGE_CLASSIFICATION = "image-classification"
 TASK_CUSTOM = "custom"
+DEFAULT_PENDING_DEADLINE_SECONDS = 600
+"""10 minutes: pulling a multi-gigabyte CUDA image onto a cold node or a cluster autoscaler
+adding a node usually fits, while a missing image, Secret or node never does (Deployments'
+progressDeadlineSeconds has the same default)."""
+MAX_PENDING_DEADLINE_SECONDS = 86400  # a day; longer waits belong in a queue (0: no limit)
 TUNING_NEEDS_BUILT_IN_TASK = (
     "tuning needs a built-in task (text-classification or image-classification), not custom"
 )
@@ -261,6 +266,12 @@ class RunPolicy(ApiModel):
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
     suspend: bool = False
+    pending_deadline_seconds: Annotated[int, Field(ge=0, le=MAX_PENDING_DEADLINE_SECONDS)] = (
+        DEFAULT_PENDING_DEADLINE_SECONDS
+    )
+    """How long the worker group may take to have every worker running, from its creation (or
+    Kueue's admission, or the moment a worker stopped being ready); then the job fails with
+    PendingDeadlineExceeded. 0: wait forever."""
 
 
 ProcsPerWorker = Annotated[int, Field(ge=1, le=128)] | Literal["auto"]

@@ -21,7 +21,6 @@ def seconds_between(start: str, end: str) -> float:
     return (clock.parse(end) - clock.parse(start)).total_seconds()
 
 
-
 class JobStatus:
     """Builds the new status from the old one."""
 
@@ -53,14 +52,16 @@ class JobStatus:
                                "the trainer reports it when the run ends")
 
     def phase(self, phase: str, reason: str, message: str, *, running: bool = False,
-              suspended: bool = False, reconciling: bool = True) -> None:
-        """Every non-terminal phase: the conditions that go with it."""
+              suspended: bool = False, reconciling: bool = True, stalled: bool = False
+              ) -> None:
+        """Every non-terminal phase: the conditions that go with it. `stalled`: a worker
+        cannot start without someone's help (kstatus: Stalled, so not Reconciling)."""
         self.new["phase"] = phase
         self.condition(c.CONDITION_RUNNING, running, reason, message)
         self.condition(c.CONDITION_SUSPENDED, suspended, reason, message if suspended else "")
         self.condition(c.CONDITION_READY, False, reason, message)
-        self.condition(c.CONDITION_RECONCILING, reconciling, reason, message)
-        self.condition(c.CONDITION_STALLED, False, reason, "")
+        self.condition(c.CONDITION_RECONCILING, reconciling and not stalled, reason, message)
+        self.condition(c.CONDITION_STALLED, stalled, reason, message if stalled else "")
         self.condition(c.CONDITION_SUCCEEDED, False, reason, "")
         self.condition(c.CONDITION_FAILED, False, reason, "")
 

@@ -11,8 +11,10 @@ Conditions (documented in docs/api.md and docs/operator.md):
   Suspended) or Kueue has not admitted the worker Job yet (reason Queued), as a batch/v1 Job
   waiting for Kueue is Suspended;
 - Ready: True only once Succeeded; Reconciling: True while the job is in progress (also while
-  queued, since it proceeds without anyone's help); Stalled: True once Failed (kstatus, and so
-  Flux, read these three);
+  queued, since it proceeds without anyone's help); Stalled: True when it cannot go on without
+  someone's help: once Failed, and, not terminal, while a worker cannot start (the kubelet's
+  reason, e.g. ImagePullBackOff; tailor.assess.startup), with Reconciling False meanwhile, so
+  kstatus (and so Flux), which reads these three, says Failed until the worker starts;
 - DataQualityPassed and Promoted: Unknown until the trainer reports the data-quality gate and
   the promotion verdict in its termination summary; a verdict AwaitingApproval then follows
   the approve/reject annotations (tailor.assess.approval), whose "promote" action runs the
@@ -30,7 +32,7 @@ from tailor_contract import clock, trainer_api
 from tailor_contract import constants as c
 from tailor_contract.trainingjob import TrainingJobSpec
 
-from tailor.assess import approval, tuning, workers
+from tailor.assess import approval, startup, tuning, workers
 from tailor.assess.conditions import Event, find, is_true, reason_of
 from tailor.assess.status import JobStatus, seconds_between
 from tailor.assess.tuning import Observed, TrialStart
@@ -231,7 +233,8 @@ def _failed(s: JobStatus, spec: TrainingJobSpec, pods: list[dict[str, Any]]) -> 
     return Decision("none", s.new, s.attempt, s.transition_events())
 
 
-def _in_progress(s: JobStatus, spec: TrainingJobSpec, job: dict[str, Any]) -> Decision:
+def _in_progress(s: JobStatus, spec: TrainingJobSpec, job: dict[str, Any],
+                 pods: list[dict[str, Any]] | None) -> Decision:
     """The worker Job runs, or waits: for Kueue's admission, or for its pods to be ready."""
     ready = s.new["workers"]["ready"]
     if (job.get("spec") or {}).get("suspend"):
@@ -241,10 +244,65 @@ def _in_progress(s: JobStatus, spec: TrainingJobSpec, job: dict[str, Any]) -> De
     elif ready >= spec.workers:
         s.phase("Running", c.REASON_WORKERS_RUNNING, f"all {spec.workers} workers are running",
                 running=True)
+    elif not startup.starting(job, spec):
+        done = s.new["workers"]["succeeded"]
+        s.phase("Running", c.REASON_WORKERS_RUNNING, f"all {spec.workers} workers started; "
+                f"{done} completed, the others are finishing", running=True)
     else:
-        s.phase("Restarting" if _awaiting_restart(s.old) else "Pending",
-                c.REASON_WORKERS_STARTING, f"{ready} of {spec.workers} workers are ready")
+        return _starting(s, spec, job, pods)
     return Decision("none", s.new, s.attempt, s.transition_events())
+
+
+def _starting(s: JobStatus, spec: TrainingJobSpec, job: dict[str, Any],
+              pods: list[dict[str, Any]] | None) -> Decision:
+    """Workers starting. `pods` (read once the group has been starting for a while) may show
+    one that cannot start by itself: Stalled until it starts; past the pending deadline the
+    job fails and the group is deleted. Without `pods` nothing is known to be stuck."""
+    deadline = spec.run_policy.pending_deadline_seconds
+    seconds = startup.waited(job, s.old, s.now)
+    if deadline and seconds is not None and seconds >= deadline:
+        return _pending_deadline_exceeded(s, spec, pods)
+    phase = "Restarting" if _awaiting_restart(s.old) else "Pending"
+    stuck = None if pods is None else startup.stuck(pods, s.now, startup.unschedulable_after(spec))
+    if stuck is None:
+        s.phase(phase, c.REASON_WORKERS_STARTING,
+                f"{s.new['workers']['ready']} of {spec.workers} workers are ready")
+        return Decision("none", s.new, s.attempt, s.transition_events())
+    at = startup.deadline_at(job, s.old, spec)
+    if not deadline:
+        then = "the job waits until it is fixed (runPolicy.pendingDeadlineSeconds is 0)"
+    else:  # the time, not what is left of it: the message stays the same at each check
+        then = (f"the job fails at {at or 'its deadline'} (runPolicy.pendingDeadlineSeconds "
+                f"{deadline}s) unless every worker has started by then")
+    message = f"{stuck.message}; {then}"
+    newly = not is_true(s.old.get("conditions"), c.CONDITION_STALLED)
+    s.phase(phase, stuck.reason, message, stalled=True)
+    events = [Event("Warning", stuck.reason, message)] if newly else s.transition_events()
+    return Decision("none", s.new, s.attempt, events)
+
+
+def _pending_deadline_exceeded(s: JobStatus, spec: TrainingJobSpec,
+                               pods: list[dict[str, Any]] | None) -> Decision:
+    """The workers did not all start in time: Failed, the cause (a stuck worker, in the
+    kubelet's words, if one is seen) in status.failure, and the group deleted."""
+    stuck = startup.stuck(pods or [], s.now, 0.0)
+    ready = s.new["workers"]["ready"]
+    if stuck is not None:
+        cause = stuck.message
+    elif pods is not None and not pods:
+        cause = ("no worker pod exists: the Job's Events say why it could not create them "
+                 "(a ResourceQuota or an admission webhook, say)")
+    else:
+        cause = f"{ready} of {spec.workers} workers were ready"
+    s.new["failure"] = {k: v for k, v in {
+        "reason": stuck.reason if stuck else c.REASON_PENDING_DEADLINE_EXCEEDED,
+        "message": cause, "worker": stuck.worker if stuck else None, "time": s.now}.items()
+        if v is not None}
+    s.finish(False, c.REASON_PENDING_DEADLINE_EXCEEDED,
+             f"the workers did not all start within runPolicy.pendingDeadlineSeconds "
+             f"({spec.run_policy.pending_deadline_seconds}s): {cause}")
+    s.report([], finished=True)
+    return Decision("delete", s.new, s.attempt, s.transition_events())
 
 
 def finished(body: dict[str, Any]) -> bool:
@@ -258,8 +316,9 @@ def assess(body: dict[str, Any], spec: TrainingJobSpec, job: dict[str, Any] | No
            promote_job: dict[str, Any] | None = None,
            promote_pods: list[dict[str, Any]] | None = None,
            trials: Observed | None = None) -> Decision:
-    """Decide the next step for a TrainingJob. `pods` is needed only when `job` has finished
-    (Complete or Failed); pass None otherwise and the decision asks for nothing about them.
+    """Decide the next step for a TrainingJob. `pods` is needed when `job` has finished
+    (Complete or Failed), and read while its workers start once `startup.wants_pods` says so
+    (a stuck worker is then Stalled); pass None otherwise.
     Once the job has finished, only manual approval remains: `promote_job` is its promote
     Job when `approval.wants_promote_job(body)` (and `promote_pods` that Job's pods once it
     finished). With spec.tuning the search comes first: `trials` is what was seen of its trial
@@ -311,4 +370,4 @@ def _after_search(s: JobStatus, spec: TrainingJobSpec, job: dict[str, Any] | Non
         return Decision("none", s.new, s.attempt, s.transition_events())
     if failed:
         return Decision("none", s.new, s.attempt) if pods is None else _failed(s, spec, pods)
-    return _in_progress(s, spec, job)
+    return _in_progress(s, spec, job, pods)

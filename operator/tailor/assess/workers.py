@@ -85,12 +85,25 @@ def _disruption(pod: dict[str, Any]) -> Failure | None:
     return None
 
 
+def _terminations(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """How each container of the pod last ended, init containers first (one that fails, such
+    as the wait for worker 0, fails the pod before the trainer starts): its current state, or
+    the last one if it was restarted (kubelet's `lastState`; not with restartPolicy Never)."""
+    status, found = pod.get("status") or {}, []
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            terminated = (container.get("state") or {}).get("terminated") or \
+                (container.get("lastState") or {}).get("terminated")
+            if terminated:
+                found.append(terminated)
+    return found
+
+
 def _exits(pod: dict[str, Any]) -> list[tuple[str, Failure]]:
     """Each container of the pod that exited non-zero, with the key that orders failures."""
     index, found = worker_index(pod), []
-    for container in pod.get("status", {}).get("containerStatuses", []) or []:
-        terminated = container.get("state", {}).get("terminated")
-        if not terminated or terminated.get("exitCode", 0) == 0:
+    for terminated in _terminations(pod):
+        if terminated.get("exitCode", 0) == 0:
             continue
         code = int(terminated["exitCode"])
         text = terminated.get("message", "") or ""

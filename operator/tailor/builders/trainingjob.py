@@ -176,6 +176,15 @@ def trainer_command(spec: TrainingJobSpec) -> list[str]:
     return [*trainer_api.LAUNCHER, "-m", "tailor_trainer"]
 
 
+def rendezvous_timeout(spec: TrainingJobSpec) -> int:
+    """Seconds a worker waits for the others (torchrun's join timeout, and the wait for
+    worker 0): 600, or a minute beyond the pending deadline, so that a worker that never
+    starts fails the job as PendingDeadlineExceeded, naming its cause, rather than as a
+    waiting worker giving up (which would count a restart and hide the cause)."""
+    pending = spec.run_policy.pending_deadline_seconds
+    return max(RENDEZVOUS_TIMEOUT_SECONDS, pending + 60 if pending else 0)
+
+
 def torchrun_env(spec: TrainingJobSpec, job: JobRef, attempt: int) -> list[dict[str, Any]]:
     master = master_address(job)
     return [
@@ -189,7 +198,7 @@ def torchrun_env(spec: TrainingJobSpec, job: JobRef, attempt: int) -> list[dict[
         {"name": "PET_RDZV_ENDPOINT", "value": f"{master}:{trainer_api.RENDEZVOUS_PORT}"},
         {"name": "PET_RDZV_ID", "value": f"{job.run_id}-{attempt}"},
         {"name": "PET_RDZV_CONF",
-         "value": f"join_timeout={RENDEZVOUS_TIMEOUT_SECONDS},read_timeout=120"},
+         "value": f"join_timeout={rendezvous_timeout(spec)},read_timeout=120"},
         # A failed worker fails the pod; the operator restarts the whole group together.
         {"name": "PET_MAX_RESTARTS", "value": "0"},
         {"name": "NCCL_DEBUG", "value": "WARN"},
@@ -242,14 +251,14 @@ def tailor_env(spec: TrainingJobSpec, raw_spec: dict[str, Any], job: JobRef,
     return env
 
 
-def _wait_for_worker_zero(image: str) -> dict[str, Any]:
+def _wait_for_worker_zero(image: str, timeout: int) -> dict[str, Any]:
     """Workers other than 0 start only once worker 0's rendezvous port accepts connections:
     its DNS record alone appears before torchrun listens there."""
     script = (
         "import os,socket,sys,time\n"
         "if os.environ.get('JOB_COMPLETION_INDEX','0')=='0': sys.exit(0)\n"
         "host,port=os.environ['PET_RDZV_ENDPOINT'].rsplit(':',1)\n"
-        f"deadline=time.monotonic()+{RENDEZVOUS_TIMEOUT_SECONDS}\n"
+        f"deadline=time.monotonic()+{timeout}\n"
         "while True:\n"
         "    try:\n"
         "        socket.create_connection((host,int(port)),timeout=2).close(); break\n"
@@ -296,7 +305,7 @@ def _trainer_container(spec: TrainingJobSpec, env: list[dict[str, Any]], image: 
 
 def _pod_spec(spec: TrainingJobSpec, job: JobRef, env: list[dict[str, Any]], image: str
               ) -> dict[str, Any]:
-    init = _wait_for_worker_zero(image)
+    init = _wait_for_worker_zero(image, rendezvous_timeout(spec))
     init["env"] = [e for e in env if e["name"] == "PET_RDZV_ENDPOINT"]
     pod_spec: dict[str, Any] = {
         "subdomain": job.group,

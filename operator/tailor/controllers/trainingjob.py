@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +22,7 @@ from tailor_contract import clock, names
 from tailor_contract import constants as c
 from tailor_contract.trainingjob import TrainingJobSpec
 
-from tailor.assess import approval
+from tailor.assess import approval, startup
 from tailor.assess import trainingjob as lifecycle
 from tailor.assess.conditions import is_true, upsert
 from tailor.builders.promote import build_promote_job
@@ -35,6 +34,7 @@ from tailor.builders.trainingjob import (
     with_operator_defaults,
 )
 from tailor.controllers import trials as search
+from tailor.controllers.job_metrics import JobMetrics, outcome
 from tailor.controllers.keyed_locks import KeyedLocks
 from tailor.io import metrics, progress
 from tailor.io.k8s import EVENT_THREADS, POOL_SIZE, Conflict, Kube, Obj, slim
@@ -60,7 +60,7 @@ class TrainingJobController:
         self.kube = kube
         self.settings = settings
         self._locks = KeyedLocks()
-        self._gauge_guard = threading.Lock()  # the phase gauge's counts, shared by all jobs
+        self._metrics = JobMetrics()
         # The newest copy of each TrainingJob this process has seen or written: Kopf's watch
         # may deliver our own status patch after an event of a child.
         self._latest: dict[tuple[str, str], Obj] = {}
@@ -72,8 +72,6 @@ class TrainingJobController:
         self._seen_jobs: dict[tuple[str, str], tuple[Any, ...] | None] = {}
         self._seen_trials: dict[tuple[str, str], dict[str, tuple[Any, ...] | None]] = {}
         self.trials = search.Trials(kube)
-        self._phases: dict[tuple[str, str], str] = {}
-        self._phase_counts: Counter[tuple[str, str]] = Counter()
         # Events are best-effort and off the reconcile's critical path.
         self._events = ThreadPoolExecutor(max_workers=EVENT_THREADS, thread_name_prefix="events")
         # A new job's Service is created alongside its worker Job, not before it.
@@ -86,7 +84,7 @@ class TrainingJobController:
         self._seen_jobs.pop(key, None)
         self._seen_trials.pop(key, None)
         search.forget(namespace, name)
-        self._set_phase(key, None)
+        self._metrics.set_phase(key, None)
         self._locks.discard(key)
 
     # ------------------------------------------------------------------ event filters
@@ -170,14 +168,14 @@ class TrainingJobController:
             self._stall(body, f"the spec does not parse: {error.errors()[0]['msg']}")
             return
         written: tuple[str, str] | None = None
-        pods = self._pods(key, body, job)
+        now = clock.stamp()
+        pods = self._pods(key, body, job, spec, now)
         promote_job, promote_pods = self._promote_job(key, body)
         observed = None
         if search.searching(body, spec):
             if trials is None:
                 trials = self.trials.groups(*key)
             observed = self.trials.observe(body, trials, curves)
-        now = clock.stamp()
         decision = lifecycle.assess(body, spec, job, pods, now, promote_job=promote_job,
                                     promote_pods=promote_pods, trials=observed)
         status = decision.status
@@ -224,7 +222,7 @@ class TrainingJobController:
                               spec.image or self.settings.trainer_image)
         for event in decision.events:
             self._events.submit(self.kube.event, body, event.type, event.reason, event.message)
-        self._record_transition(key, old_status, status)
+        self._metrics.record(key, old_status, status)
         if spec.tuning is not None:
             search.record(*key, old_status, status)
         # Only now is the step complete: an event of what it wrote or saw may be skipped.
@@ -235,10 +233,14 @@ class TrainingJobController:
             self._seen_trials[key] = {j["metadata"]["name"]: lifecycle.job_essence(j)
                                       for j in observed.jobs.values()}
 
-    def _pods(self, key: tuple[str, str], body: Obj, job: Obj | None) -> list[Obj] | None:
+    def _pods(self, key: tuple[str, str], body: Obj, job: Obj | None, spec: TrainingJobSpec,
+              now: str) -> list[Obj] | None:
         """The worker group's pods, read once its Job has finished (and only until the
-        TrainingJob has recorded the outcome)."""
-        if job is None or not lifecycle.job_finished(job) or lifecycle.finished(body):
+        TrainingJob has recorded the outcome), or while it has been starting for a while
+        (a pod that cannot start changes nothing in its Job)."""
+        if job is None or lifecycle.finished(body) or not (
+                lifecycle.job_finished(job) or
+                startup.wants_pods(job, body.get("status") or {}, spec, now)):
             return None
         return self.kube.list_pods(key[0],
                                    f"{lifecycle.JOB_UID_LABEL}={job['metadata']['uid']}")
@@ -272,37 +274,6 @@ class TrainingJobController:
             self.kube.patch_trainingjob_status(body, status, precondition=False)
             self.kube.event(body, "Warning", c.REASON_INVALID_SPEC, message)
 
-    # ------------------------------------------------------------------ metrics
-    def _record_transition(self, key: tuple[str, str], old: Obj, new: Obj) -> None:
-        self._set_phase(key, new.get("phase", "Pending"))
-        outcome = _outcome(new)
-        if outcome is not None and _outcome(old) is None and new.get("startTime") and \
-                new.get("completionTime"):
-            duration = lifecycle.seconds_between(new["startTime"], new["completionTime"])
-            metrics.JOB_DURATION.labels(outcome).observe(duration)
-        if new.get("workers", {}).get("restarts", 0) > old.get("workers", {}).get("restarts", 0):
-            metrics.RESTARTS.labels(key[0], new.get("failure", {}).get("reason", "")).inc()
-
-    def _set_phase(self, key: tuple[str, str], phase: str | None) -> None:
-        """Keep `tailor_trainingjobs{namespace,phase}` by counting transitions (a recount of
-        every job on each reconcile was quadratic in the number of jobs)."""
-        with self._gauge_guard:
-            old = self._phases.pop(key, None)
-            if phase is not None:
-                self._phases[key] = phase
-            if old == phase:
-                return
-            for label, change in ((old, -1), (phase, 1)):
-                if label is None:
-                    continue
-                counted = (key[0], label)
-                self._phase_counts[counted] += change
-                if self._phase_counts[counted] > 0:
-                    metrics.TRAININGJOBS.labels(*counted).set(self._phase_counts[counted])
-                else:
-                    del self._phase_counts[counted]
-                    metrics.TRAININGJOBS.remove(*counted)
-
     # ------------------------------------------------------------------ housekeeping
     def housekeeping(self, trainingjobs: Callable[[], list[Obj]]) -> None:
         """One pass over known jobs: read progress of running ones, delete expired ones."""
@@ -314,7 +285,7 @@ class TrainingJobController:
                 self._update_progress(key, body)
             ttl = (body.get("spec") or {}).get("runPolicy", {}).get("ttlSecondsAfterFinished")
             completed = status.get("completionTime")
-            if ttl is not None and completed and _outcome(status) is not None \
+            if ttl is not None and completed and outcome(status) is not None \
                     and lifecycle.seconds_between(completed, clock.stamp()) >= ttl:
                 log.info("deleting %s/%s: ttlSecondsAfterFinished (%ss) passed", *key, ttl)
                 self.kube.delete_trainingjob(*key, body["metadata"]["uid"])
@@ -330,6 +301,14 @@ class TrainingJobController:
         metrics.RESYNCS.labels("TrainingJob").inc()
         self.reconcile(body, None, job_known=False)
         return True
+
+    def check_starting(self, trainingjobs: Callable[[], list[Obj]]) -> None:
+        """One pass over jobs whose workers are starting: a worker that cannot start, and the
+        pending deadline passing, change nothing in the worker Job, so no event would come."""
+        now = clock.stamp()
+        for body in trainingjobs():
+            if startup.needs_check(body, now):
+                self.reconcile(body, None, job_known=False)
 
     def scrape_trials(self, trainingjobs: Callable[[], list[Obj]]) -> None:
         """One pass over searching jobs: a running trial's grown validation curve is recorded,
@@ -369,15 +348,6 @@ class TrainingJobController:
 def _owner_uid(job: Obj) -> str:
     owners = job.get("metadata", {}).get("ownerReferences") or [{}]
     return str(owners[0].get("uid", ""))
-
-
-def _outcome(status: Obj) -> str | None:
-    """`Succeeded` or `Failed` once the job has finished (its terminal condition), else None."""
-    conditions = status.get("conditions")
-    for kind in (c.CONDITION_SUCCEEDED, c.CONDITION_FAILED):
-        if is_true(conditions, kind):
-            return kind
-    return None
 
 
 def run_forever(stop: threading.Event, interval: float, step: Callable[[], None]) -> None:

@@ -246,6 +246,7 @@ def test_spec_changes_bump_generation_and_status_updates_do_not(
         "suspend": False,
         "backoffLimit": 5,
         "activeDeadlineSeconds": 60,
+        "pendingDeadlineSeconds": 600,  # the schema's default
     }
 
     _patch_status(

@@ -169,3 +169,19 @@ def test_operator_defaults_fill_only_what_a_job_leaves_out() -> None:
                                   **defaults)
     assert mine["storage"] == {"endpoint": "http://s3.mine"}
     assert "tracking" not in with_operator_defaults({"task": "custom"}, **defaults)
+
+
+@pytest.mark.parametrize(("pending", "timeout"), [
+    (None, 660),  # the default deadline, 600 s, plus a minute
+    (0, 600), (30, 600), (3600, 3660)])
+def test_workers_wait_for_each_other_past_the_pending_deadline(pending: int | None,
+                                                                 timeout: int) -> None:
+    """A worker that never starts must fail the job as PendingDeadlineExceeded (its cause
+    named), not as a waiting worker giving up first (a restart, the cause hidden)."""
+    raw = dict(TEXT_SPEC)
+    if pending is not None:
+        raw["runPolicy"] = {"pendingDeadlineSeconds": pending}
+    job = worker_job(raw)
+    assert f"join_timeout={timeout}," in env_of(job)["PET_RDZV_CONF"]["value"]
+    [wait] = job["spec"]["template"]["spec"]["initContainers"]
+    assert f"deadline=time.monotonic()+{timeout}\n" in wait["command"][-1]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubelet_pods as k
 import pytest
 from tailor.assess.trainingjob import assess
 from tailor.controllers.trainingjob import TrainingJobController
@@ -121,6 +122,18 @@ def scenarios() -> Iterator[dict[str, Any]]:
     yield suspended
     yield assess(body(suspended), SPEC, None, None, LATER).status
     yield _stalled()
+    yield from _not_starting(new)
+
+
+def _not_starting(new: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Workers that cannot start: each kubelet reason and the scheduler's as Stalled, then
+    the pending deadline (10 minutes by default) passing."""
+    for reason in c.STUCK_WAITING_REASONS:
+        yield assess(body(new), SPEC, k.worker_job(), [k.pod(0, k.waiting(reason)), k.pod(1)],
+                     LATER).status
+    yield assess(body(new), SPEC, k.worker_job(), [k.pod(0), k.unschedulable(1)],
+                 LATER).status
+    yield assess(body(new), SPEC, k.worker_job(), [], "2026-01-01T00:12:00Z").status
 
 
 def _approvals(awaiting: dict[str, Any]) -> Iterator[dict[str, Any]]:
