@@ -10,7 +10,8 @@ a checkpoint every `--every` steps, written to the same local disk. Sides:
   (`async_checkpointer_type`), each with its default staging and with a `DefaultStager`
   (pinned/shared memory, staging in the background; the loop then waits for the staging to
   finish before the next optimizer step, as DCP requires). A save waits for the previous one,
-  as DCP's docs ask. DCP needs a process group: a world of 1 (gloo on a CPU, NCCL on a GPU).
+  as DCP's docs ask. DCP needs a process group: a world of 1 (gloo on a CPU, gloo and NCCL on
+  a GPU).
 
 Per checkpoint: `blocked`, the time the training thread spends inside the checkpoint calls and
 waits; `slowdown`, (loop time with checkpoints - without) / checkpoints, which also counts the
@@ -104,17 +105,31 @@ class TailorSaver(Saver):
         self.ckpt.wait()
 
 
+def new_stager() -> DefaultStager:
+    return DefaultStager(StagingOptions(use_pinned_memory=gpu(), use_non_blocking_copy=gpu()))
+
+
+def spent(stager: DefaultStager) -> bool:
+    """Whether the stager can stage no more: torch 2.11's DefaultStager closes its copier after
+    every staging (its copy table is emptied; the next staging fails with KeyError), 2.15's
+    does not. There a new one per checkpoint does what 2.11 does inside one (its pinned
+    buffers are freed after every staging too)."""
+    copier = getattr(stager, "_state_dict_stager", None)
+    return not getattr(copier, "_deepcopy_dispatch", True)
+
+
 class DcpSaver(Saver):
     def __init__(self, name: str, work: Path, process: bool, stager: bool) -> None:
         super().__init__(name, work)
         self.kind = AsyncCheckpointerType.PROCESS if process else AsyncCheckpointerType.THREAD
-        self.stager = (DefaultStager(StagingOptions(use_pinned_memory=gpu(),
-                                                     use_non_blocking_copy=gpu()))
-                       if stager else None)
+        self.stager = new_stager() if stager else None
 
     def save(self, step: int, state: dict[str, Any]) -> None:
         if self._pending is not None:
             self._pending.result()  # one save in flight at a time
+        if self.stager is not None and spent(self.stager):
+            self.stager.close()
+            self.stager = new_stager()
         self.started.append(time.monotonic())
         response: Any = async_save(state, checkpoint_id=str(self.work / f"step-{step:08d}"),
                                   async_checkpointer_type=self.kind,
@@ -201,7 +216,8 @@ def init_world() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
-    dist.init_process_group("nccl" if gpu() else "gloo", rank=0, world_size=1)
+    # async_save needs a CPU backend in the group (it refuses NCCL alone).
+    dist.init_process_group("cpu:gloo,cuda:nccl" if gpu() else "gloo", rank=0, world_size=1)
 
 
 def sides(work: Path) -> dict[str, Callable[[Path], Saver | None]]:

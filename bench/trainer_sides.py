@@ -81,11 +81,14 @@ def tailor(case: Case, data: Data, model_dir: Path, work: Path, compiled: bool,
     result = tailor_fit(case, data, model_dir, work, compiled)
     marks = [(s, t) for s, t in result.timeline if s >= data.warm]
     counters = torch._dynamo.utils.counters
+    row = {"samples_per_s": best_window(marks, case.batch, windows),
+           "seconds": time.monotonic() - started}
+    # Each row as soon as it is measured: a run stopped at a time limit keeps what it measured.
     print(f"tailor {case.name} {'compiled' if compiled else 'eager'}: compiled graphs "
           f"{counters['stats'].get('unique_graphs', 0)}, graph breaks "
-          f"{sum(counters['graph_break'].values())}", flush=True)
-    return {"samples_per_s": best_window(marks, case.batch, windows),
-            "seconds": time.monotonic() - started}
+          f"{sum(counters['graph_break'].values())}; {row['samples_per_s']:.1f} samples/s, "
+          f"{row['seconds']:.1f} s", flush=True)
+    return row
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,11 @@ def hf(config: HFConfig, case: Case, data: Data, model_dir: Path, work: Path,
     started = time.monotonic()
     torch._dynamo.reset()
     hf_trainer(config, case, data, model_dir, work, [Clock()]).train()
-    return {"samples_per_s": best_window(marks, case.batch, windows),
-            "seconds": time.monotonic() - started}
+    row = {"samples_per_s": best_window(marks, case.batch, windows),
+           "seconds": time.monotonic() - started}
+    print(f"hf {case.name} {config.label()}: {row['samples_per_s']:.1f} samples/s, "
+          f"{row['seconds']:.1f} s", flush=True)
+    return row
 
 
 def hf_config_json(config: HFConfig) -> str:

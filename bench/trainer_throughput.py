@@ -24,6 +24,12 @@ Every row of a GPU machine (all cases, full sizes, bf16, 3 end-to-end rounds):
 
     python bench/trainer_throughput.py --gpu-all --out results.md
 
+or part by part, each in its own process (`bench/gpu_run.sh`; the short fine-tune reads the
+`bbc` case's best HF settings from the file the `bbc` part wrote):
+
+    python bench/trainer_throughput.py --cases bbc --e2e-repeats 0 --hf-best best.json
+    python bench/trainer_throughput.py --cases bbc-epoch --hf-best best.json [--e2e-quick]
+
 CPU (shrunk sizes, fp32; BERT-base left out by default, add it with --cases):
 
     python bench/trainer_throughput.py --small [--cases minilm,bbc,bert-base]
@@ -35,6 +41,7 @@ The checkpoint stall has its own bench: `bench/checkpoint_stall.py`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -58,7 +65,14 @@ from trainer_cases import (
     set_threads,
 )
 from trainer_e2e import end_to_end
-from trainer_sides import HFConfig, hf, hf_config_json, hf_singles, tailor
+from trainer_sides import (
+    HFConfig,
+    hf,
+    hf_config_from_json,
+    hf_config_json,
+    hf_singles,
+    tailor,
+)
 
 Row = dict[str, float]
 
@@ -123,13 +137,18 @@ def run_case(case: Case, args: argparse.Namespace, work: Path,
     return hf_results
 
 
-def short_case(results: dict[HFConfig, Row], args: argparse.Namespace, work: Path,
-               emit: Callable[[str], None]) -> None:
+def best_pair(results: dict[HFConfig, Row]) -> tuple[HFConfig, HFConfig]:
+    """The HF Trainer's best eager and best compiled settings of the `bbc` rows."""
     def pick(compiled: bool) -> HFConfig:
         options = [c for c in results if c.compile == compiled]
         return max(options, key=lambda c: results[c]["samples_per_s"])
 
-    eager, compiled = pick(False), pick(True)
+    return pick(False), pick(True)
+
+
+def short_case(pair: tuple[HFConfig, HFConfig], args: argparse.Namespace, work: Path,
+               emit: Callable[[str], None]) -> None:
+    eager, compiled = pair
     case = cases(args.small)["bbc-epoch"]
     emit(f"## bbc-epoch (the short fine-tune): MiniLM, one epoch of "
          f"{case.examples or 'all'} BBC News articles, batch {case.batch}, at most {case.seq} "
@@ -141,6 +160,34 @@ def short_case(results: dict[HFConfig, Row], args: argparse.Namespace, work: Pat
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def run_all(names: list[str], args: argparse.Namespace, emit: Callable[[str], None]) -> None:
+    """The steady-state cases in order, then the short fine-tune if asked for."""
+    device = (torch.cuda.get_device_name() if gpu()
+              else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
+    emit(f"# {device}; torch {torch.__version__}, transformers {transformers.__version__}, "
+         f"Python {platform.python_version()}; {'bf16 autocast' if gpu() else 'fp32'}; "
+         f"load average at start {load_average()}")
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
+        pair = None
+        for name in (n for n in names if n != "bbc-epoch"):
+            started = time.monotonic()
+            results = run_case(cases(args.small)[name], args, Path(tmp), emit)
+            if name == "bbc":
+                pair = best_pair(results)
+                if args.hf_best:
+                    args.hf_best.write_text(json.dumps([hf_config_json(c) for c in pair]))
+            emit(f"({name} took {time.monotonic() - started:.0f} s)\n")
+        if pair is None and "bbc-epoch" in names and args.hf_best:
+            eager, compiled = json.loads(args.hf_best.read_text())
+            pair = (hf_config_from_json(eager), hf_config_from_json(compiled))
+        if pair is not None and args.e2e_repeats > 0:
+            started = time.monotonic()
+            short_case(pair, args, Path(tmp), emit)
+            emit(f"(bbc-epoch took {time.monotonic() - started:.0f} s)\n")
+    emit(f"load average at end {load_average()}")
 
 
 def main() -> None:
@@ -161,6 +208,9 @@ def main() -> None:
                         help="where the end-to-end child processes' output goes")
     parser.add_argument("--minilm", type=Path, default=None)
     parser.add_argument("--bbc", type=Path, default=None)
+    parser.add_argument("--hf-best", type=Path,
+                        help="the `bbc` case writes its best HF settings here; a run whose "
+                             "--cases has `bbc-epoch` but not `bbc` reads them from here")
     args = parser.parse_args()
     if args.gpu_all:
         args.small, args.e2e_repeats = False, max(args.e2e_repeats, 3)
@@ -168,6 +218,9 @@ def main() -> None:
     args.minilm = args.minilm or minilm_dir()
     args.bbc = args.bbc or bbc_dir()
     names = (args.cases or ("minilm,bbc" if args.small else "minilm,bbc,bert-base")).split(",")
+    if "bbc-epoch" in names and "bbc" not in names and not (args.hf_best and
+                                                           args.hf_best.exists()):
+        parser.error("bbc-epoch without bbc needs --hf-best from an earlier bbc run")
 
     def emit(line: str) -> None:
         print(line, flush=True)
@@ -175,24 +228,7 @@ def main() -> None:
             with args.out.open("a") as handle:
                 handle.write(line + "\n")
 
-    device = (torch.cuda.get_device_name() if gpu()
-              else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
-    emit(f"# {device}; torch {torch.__version__}, transformers {transformers.__version__}, "
-         f"Python {platform.python_version()}; {'bf16 autocast' if gpu() else 'fp32'}; "
-         f"load average at start {load_average()}")
-    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
-        bbc = None
-        for name in names:
-            started = time.monotonic()
-            results = run_case(cases(args.small)[name], args, Path(tmp), emit)
-            bbc = results if name == "bbc" else bbc
-            emit(f"({name} took {time.monotonic() - started:.0f} s)\n")
-        if bbc is not None and args.e2e_repeats > 0:
-            started = time.monotonic()
-            short_case(bbc, args, Path(tmp), emit)
-            emit(f"(bbc-epoch took {time.monotonic() - started:.0f} s)\n")
-    emit(f"load average at end {load_average()}")
+    run_all(names, args, emit)
 
 
 if __name__ == "__main__":
