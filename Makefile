@@ -20,6 +20,10 @@ prereqs: ## check (as root: install) the Debian packages the stack needs
 binaries: ## build the pinned Go binaries (control plane, kubectl, etcd, MinIO) into the cache
 	@hack/build-binaries.sh kubernetes etcd minio
 
+.PHONY: node-binaries
+node-binaries: prereqs ## build the real node's binaries: kubelet, kube-proxy, containerd, runc, CNI plugins, pause, CoreDNS
+	@hack/build-binaries.sh kubernetes node pause containerd runc cni coredns
+
 .PHONY: venv
 venv: ## create or update the virtualenv in the cache
 	@hack/ensure-venv.sh

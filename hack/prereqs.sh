@@ -10,10 +10,23 @@ declare -A package_of=(
   [unshare]=util-linux
   [mount]=mount
   [lua5.4]=lua5.4
+  [gcc]=gcc
+  [pkg-config]=pkg-config
+  [nft]=nftables
+  [iptables]=iptables
+)
+# Build inputs with no command of their own: runc's seccomp headers, and libc6-dev (known by a
+# header) for the static libc.a that pause links against.
+declare -A package_of_file=(
+  [/usr/include/seccomp.h]=libseccomp-dev
+  [/usr/include/stdio.h]=libc6-dev
 )
 missing=()
 for cmd in "${!package_of[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_of[$cmd]}")
+done
+for file in "${!package_of_file[@]}"; do
+  [[ -e "$file" ]] || missing+=("${package_of_file[$file]}")
 done
 command -v python3 >/dev/null 2>&1 || { echo "error: python3 (>= 3.11) is missing: install it (apt-get install python3 python3-venv)" >&2; exit 1; }
 command -v go >/dev/null 2>&1 || { echo "error: the Go toolchain (>= 1.26) is missing: install it from https://go.dev/dl and put it on PATH" >&2; exit 1; }

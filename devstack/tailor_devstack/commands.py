@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tailor_devstack import services
+from tailor_devstack import nodeconf, nodens, services
 from tailor_devstack.pki import PKI
 from tailor_devstack.state import (
     NODE_NAME,
     REPO_ROOT,
-    SERVICE_CIDR,
     StackError,
     StackState,
     venv_bin,
@@ -29,20 +28,24 @@ from tailor_devstack.state import (
 Command = tuple[list[str], dict[str, str]]  # argv and environment
 
 
+def pins(*names: str) -> dict[str, str]:
+    """Values of hack/versions.sh's variables (and TAILOR_BIN_ROOT)."""
+    script = REPO_ROOT / "hack" / "versions.sh"
+    echo = " ".join(f'"${name}"' for name in names)
+    out = subprocess.run(["bash", "-c", f'source "{script}"; echo {echo}'],
+                         check=True, capture_output=True, text=True).stdout.split()
+    return dict(zip(names, out, strict=True))
+
+
 def binary_paths() -> dict[str, Path]:
     """Where hack/build-binaries.sh put each pinned binary (read from hack/versions.sh)."""
-    script = REPO_ROOT / "hack" / "versions.sh"
-    out = subprocess.run(
-        ["bash", "-c", f'source "{script}"; echo "$TAILOR_BIN_ROOT $KUBERNETES_VERSION '
-         f'$ETCD_VERSION $MINIO_VERSION"'],
-        check=True, capture_output=True, text=True,
-    ).stdout.split()
-    root, k8s, etcd, minio = Path(out[0]), out[1], out[2], out[3]
-    kube = root / f"kubernetes-{k8s}"
+    pin = pins("TAILOR_BIN_ROOT", "KUBERNETES_VERSION", "ETCD_VERSION", "MINIO_VERSION")
+    root = Path(pin["TAILOR_BIN_ROOT"])
+    kube = root / f"kubernetes-{pin['KUBERNETES_VERSION']}"
     paths = {name: kube / name for name in
              ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")}
-    paths["etcd"] = root / f"etcd-{etcd}" / "etcd"
-    paths["minio"] = root / f"minio-{minio}" / "minio"
+    paths["etcd"] = root / f"etcd-{pin['ETCD_VERSION']}" / "etcd"
+    paths["minio"] = root / f"minio-{pin['MINIO_VERSION']}" / "minio"
     for name, debian_package in (("prometheus", "prometheus"),
                                  ("prometheus-alertmanager", "prometheus-alertmanager")):
         found = shutil.which(name)
@@ -50,10 +53,34 @@ def binary_paths() -> dict[str, Path]:
             raise StackError(f"{name} is missing: install it with `apt-get install -y "
                              f"{debian_package}` (or run `make prereqs` as root)")
         paths[name] = Path(found)
+    _check_built(paths, "make binaries")
+    return paths
+
+
+def node_binary_paths() -> dict[str, Path]:
+    """The real node's binaries (hack/build-binaries.sh node containerd runc cni coredns)."""
+    pin = pins("TAILOR_BIN_ROOT", "KUBERNETES_VERSION", "CONTAINERD_VERSION", "RUNC_VERSION",
+                 "CNI_PLUGINS_VERSION", "COREDNS_VERSION")
+    root = Path(pin["TAILOR_BIN_ROOT"])
+    node = root / f"kubernetes-node-{pin['KUBERNETES_VERSION']}"
+    containerd = root / f"containerd-{pin['CONTAINERD_VERSION']}"
+    paths = {"kubelet": node / "kubelet", "kube-proxy": node / "kube-proxy",
+             "containerd": containerd / "containerd", "ctr": containerd / "ctr",
+             "runc": root / f"runc-{pin['RUNC_VERSION']}" / "runc",
+             "cni": root / f"cni-plugins-{pin['CNI_PLUGINS_VERSION']}",
+             "coredns": root / f"coredns-{pin['COREDNS_VERSION']}" / "coredns"}
+    _check_built(paths, "make node-binaries")
+    paths["node-cache"] = root.parent / "node"  # containerd's images, kept between stacks
+    for name in ("nft",):  # kube-proxy's rules (nftables mode)
+        if not shutil.which(name):
+            raise StackError(f"{name} is missing: run `make prereqs` as root")
+    return paths
+
+
+def _check_built(paths: dict[str, Path], how: str) -> None:
     for name, path in paths.items():
         if not path.exists():
-            raise StackError(f"{name} is not built yet ({path}): run `make binaries`")
-    return paths
+            raise StackError(f"{name} is not built yet ({path}): run `{how}`")
 
 
 @dataclass(frozen=True)
@@ -98,7 +125,7 @@ def _apiserver(launch: Launch) -> Command:
             f"--client-ca-file={pki.ca_cert}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={launch.state.service_cidr}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
@@ -120,7 +147,7 @@ def _controller_manager(launch: Launch) -> Command:
             f"--root-ca-file={pki.ca_cert}", "--use-service-account-credentials=true",
             f"--cluster-signing-cert-file={pki.ca_cert}",
             f"--cluster-signing-key-file={pki.key('ca')}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={launch.state.service_cidr}",
             *launch.serving_flags(), "--leader-elect=false", "--controllers=*",
             "-v=1"], launch.env
 
@@ -192,12 +219,47 @@ def _alertmanager(launch: Launch) -> Command:
             "--cluster.listen-address=", "--log.level=warn"], launch.env
 
 
+def _containerd(launch: Launch) -> Command:
+    layout, paths = nodens.layout_of(launch.state), launch.paths
+    nodeconf.write_cni_config(layout)
+    config = nodeconf.write_containerd_config(layout, paths, paths["node-cache"])
+    # It finds its shim (containerd-shim-runc-v2) on PATH.
+    env = launch.env | {"PATH": f"{paths['containerd'].parent}:{launch.env['PATH']}"}
+    return [*layout.enter(), str(paths["containerd"]), "--config", str(config)], env
+
+
+def _kubelet(launch: Launch) -> Command:
+    layout = nodens.layout_of(launch.state)
+    config = nodeconf.write_kubelet_config(layout, launch.pki)
+    return [*layout.enter(), str(launch.paths["kubelet"]), f"--config={config}",
+            f"--kubeconfig={launch.pki.dir / 'node.kubeconfig'}",
+            f"--hostname-override={NODE_NAME}", f"--node-ip={layout.node_ip}",
+            "-v=1"], launch.env
+
+
+def _kube_proxy(launch: Launch) -> Command:
+    layout = nodens.layout_of(launch.state)
+    config = nodeconf.write_kube_proxy_config(layout, launch.pki)
+    return [*layout.enter(), str(launch.paths["kube-proxy"]), f"--config={config}",
+            "-v=1"], launch.env
+
+
+def _coredns(launch: Launch) -> Command:
+    layout = nodens.layout_of(launch.state)
+    corefile = nodeconf.write_corefile(layout, launch.state, launch.pki)
+    return [*layout.enter(), str(launch.paths["coredns"]), "-conf", str(corefile)], launch.env
+
+
 COMMANDS: dict[str, Callable[[Launch], Command]] = {
     "etcd": _etcd,
     "kube-apiserver": _apiserver,
     "kube-controller-manager": _controller_manager,
     "kube-scheduler": _scheduler,
     "node-agent": _node_agent,
+    "containerd": _containerd,
+    "kubelet": _kubelet,
+    "kube-proxy": _kube_proxy,
+    "coredns": _coredns,
     "minio": _minio,
     "mlflow": _mlflow,
     "prometheus": _prometheus,

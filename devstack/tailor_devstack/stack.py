@@ -25,16 +25,16 @@ from pathlib import Path
 import requests
 import yaml
 
-from tailor_devstack import netns, services
-from tailor_devstack.commands import Launch, binary_paths, command
+from tailor_devstack import netns, nodeconf, nodeimages, nodens, services
+from tailor_devstack.commands import Launch, binary_paths, command, node_binary_paths
 from tailor_devstack.pki import PKI, Identity, kubeconfig
 from tailor_devstack.processes import free_port, is_ours, pids_under, signal_group
 from tailor_devstack.state import (
     DEFAULT_GPUS,
     NODE_NAME,
-    SERVICE_CIDR,
     StackError,
     StackState,
+    default_node,
     stack_dir,
     venv_bin,
 )
@@ -43,6 +43,9 @@ STOP_GRACE_SECONDS = 10
 # Listen on the bridge's gateway, where pods reach them; the rest listen on loopback.
 ON_GATEWAY = {"apiserver", "kubelet", "minio", "minio-console", "mlflow", "prometheus",
               "alertmanager"}
+# What runs the pods, after the control plane: the simulated node, or the real one (containerd
+# starts earlier, beside the API server, since the kubelet needs it and images load into it).
+NODE_COMPONENTS = {"agent": ("node-agent",), "kubelet": ("kubelet", "kube-proxy", "coredns")}
 
 
 def _subnet_for(directory: Path) -> ipaddress.IPv4Network:
@@ -108,11 +111,22 @@ class Stack:
                      cert=admin, verify=ca)(),
             "kube-scheduler": http(
                 f"https://127.0.0.1:{state.ports['scheduler']}/healthz", verify=ca),
-            "node-agent": lambda: self._node_ready(state),
             "minio": http(f"{state.s3_endpoint}/minio/health/ready"),
             "mlflow": http(f"{state.mlflow_uri}/health"),
             "prometheus": http(f"{state.prometheus_url}/-/ready"),
             "alertmanager": http(f"{state.alertmanager_url}/-/ready"),
+        } | self._node_checks(state, http)
+
+    def _node_checks(self, state: StackState, http: Callable[..., Callable[[], bool]]
+                     ) -> dict[str, Callable[[], bool]]:
+        if state.node == "agent":
+            return {"node-agent": lambda: self._node_ready(state)}
+        layout = nodens.layout_of(state)
+        return {
+            "containerd": lambda: nodeimages.answers(nodeconf.containerd_socket(layout)),
+            "kubelet": lambda: self._node_ready(state),
+            "kube-proxy": http(f"http://{layout.node_ip}:{nodeconf.PROXY_HEALTHZ_PORT}/livez"),
+            "coredns": http(f"http://{layout.node_ip}:{nodeconf.COREDNS_HEALTH_PORT}/health"),
         }
 
     def _node_ready(self, state: StackState) -> bool:
@@ -132,10 +146,11 @@ class Stack:
         return pid is not None and is_ours(pid, self.dir)
 
     # ----------------------------------------------------------------------------- up
-    def up(self, *, gpus: int = DEFAULT_GPUS, timeout: float = 120.0,
+    def up(self, *, gpus: int = DEFAULT_GPUS, node: str | None = None, timeout: float = 120.0,
            progress: Callable[[str], None] = print) -> StackState:
+        node = node or default_node()
         state = self.load_state()
-        if state is not None and all(self.health(state).values()):
+        if state is not None and state.node == node and all(self.health(state).values()):
             progress(f"the local stack is already running (state in {self.dir})")
             self._write_env(state)
             return state
@@ -143,16 +158,27 @@ class Stack:
             progress("found a stopped or broken stack: cleaning it up first")
         self.down(progress=lambda _msg: None)
         self.ready_after.clear()
-        paths = binary_paths()
+        paths = binary_paths() | (node_binary_paths() if node == "kubelet" else {})
         started = time.monotonic()
+        state = self._plan(node, gpus)
+        self._start_all(state, paths, lambda names: self._wait(state, names, started, timeout,
+                                                               progress), progress)
+        self._write_env(state)
+        progress(f"the local stack is ready in {time.monotonic() - started:.1f}s; "
+                 f"`source {self.dir / 'env'}` to use it")
+        return state
 
+    def _plan(self, node: str, gpus: int) -> StackState:
+        """Directories, the bridge, ports, addresses and certificates of a new stack."""
         self.dir.mkdir(parents=True, exist_ok=True)
         for d in (self.logs, self.run):
             d.mkdir(exist_ok=True)
         subnet = _subnet_for(self.dir)
         gateway = str(next(subnet.hosts()))
         bridge = "tlr" + hashlib.sha256(str(self.dir).encode()).hexdigest()[:6]
-        netns.ensure_bridge(bridge, f"{gateway}/{subnet.prefixlen}")
+        layout = nodens.NodeLayout(self.dir, subnet)
+        real = node == "kubelet"
+        netns.ensure_bridge(bridge, f"{gateway}/{layout.lan.prefixlen if real else 24}")
         ports = {name: free_port(gateway if name in ON_GATEWAY else "127.0.0.1")
                  for name in ("etcd", "etcd-peer", "apiserver", "controller-manager",
                               "scheduler", "kubelet", "minio", "minio-console", "mlflow",
@@ -160,27 +186,56 @@ class Stack:
         state = StackState(
             dir=str(self.dir), bridge=bridge, gateway=gateway, pod_cidr=str(subnet),
             ports=ports, s3_access_key="tailor-" + secrets.token_hex(4),
-            s3_secret_key=secrets.token_urlsafe(24), gpus=gpus,
+            s3_secret_key=secrets.token_urlsafe(24), gpus=gpus, node=node,
         )
+        if real:
+            state.pod_cidr, state.service_cidr = layout.pod_cidr, layout.service_cidr
         self._make_pki(state)
         self._save_state(state)
+        return state
 
+    def _start_all(self, state: StackState, paths: dict[str, Path],
+                   wait: Callable[[list[str]], None], progress: Callable[[str], None]) -> None:
+        """Every component in dependency order, overlapping the slow starts."""
+        real, layout = state.node == "kubelet", nodens.layout_of(state)
         for name in ("etcd", "minio", "prometheus", "alertmanager"):
             self._start(state, name, paths)
-        self._wait(state, ["etcd"], started, timeout, progress)
+        if real:
+            nodens.create(layout, state.bridge)
+            self._start(state, "containerd", paths)
+        wait(["etcd"])
         self._start(state, "kube-apiserver", paths)
-        self._wait(state, ["minio"], started, timeout, progress)
+        wait(["minio"])
         services.ensure_bucket(state.s3_endpoint, state.s3_access_key, state.s3_secret_key,
                                "mlflow")
         self._start(state, "mlflow", paths)
-        self._wait(state, ["kube-apiserver"], started, timeout, progress)
-        for name in ("kube-controller-manager", "kube-scheduler", "node-agent"):
+        if real:
+            wait(["containerd"])
+            nodeimages.load(paths["ctr"], nodeconf.containerd_socket(layout),
+                            nodeconf.containerd_root(layout, paths["node-cache"]).parent
+                            / "imported.json", progress)
+        wait(["kube-apiserver"])
+        if real:
+            self._apply(nodeconf.COREDNS_RBAC, paths)
+        for name in ("kube-controller-manager", "kube-scheduler", *NODE_COMPONENTS[state.node]):
             self._start(state, name, paths)
-        self._wait(state, list(self._health_checks(state)), started, timeout, progress)
-        self._write_env(state)
-        progress(f"the local stack is ready in {time.monotonic() - started:.1f}s; "
-                 f"`source {self.dir / 'env'}` to use it")
-        return state
+        wait(list(self._health_checks(state)))
+        if real and state.gpus:
+            self._advertise_gpus(state, paths)
+
+    def _advertise_gpus(self, state: StackState, paths: dict[str, Path]) -> None:
+        """`nvidia.com/gpu` in the node's capacity, for scheduling tests: Kubernetes' way of
+        advertising a node-level extended resource (no device is attached, none exists)."""
+        patch = [{"op": "add", "path": "/status/capacity/nvidia.com~1gpu",
+                  "value": str(state.gpus)}]
+        subprocess.run([str(paths["kubectl"]), f"--kubeconfig={self.dir / 'kubeconfig'}",
+                        "patch", "node", NODE_NAME, "--subresource=status", "--type=json",
+                        "-p", json.dumps(patch)], check=True, capture_output=True)
+
+    def _apply(self, manifest: str, paths: dict[str, Path]) -> None:
+        subprocess.run([str(paths["kubectl"]), f"--kubeconfig={self.dir / 'kubeconfig'}",
+                        "apply", "-f", "-"], input=manifest, text=True, check=True,
+                       capture_output=True)
 
     def _make_pki(self, state: StackState) -> None:
         clients = [
@@ -190,16 +245,19 @@ class Stack:
             Identity("node", f"system:node:{NODE_NAME}", ("system:nodes",)),
             Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
                      ("system:masters",)),
+            Identity("kube-proxy", "system:kube-proxy"),
+            Identity("coredns", "system:coredns"),
         ]
-        service_ip = str(next(ipaddress.IPv4Network(SERVICE_CIDR).hosts()))
+        service_ip = str(next(ipaddress.IPv4Network(state.service_cidr).hosts()))
+        node_ips = [nodens.layout_of(state).node_ip] if state.node == "kubelet" else []
         self.pki.ensure(
-            server_ips=[state.gateway, "127.0.0.1", service_ip],
+            server_ips=[state.gateway, "127.0.0.1", service_ip, *node_ips],
             server_names=["localhost", "kubernetes", "kubernetes.default",
                           "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
                           NODE_NAME],
             clients=clients,
         )
-        for user in ("admin", "controller-manager", "scheduler", "node"):
+        for user in ("admin", "controller-manager", "scheduler", "node", "kube-proxy", "coredns"):
             config = kubeconfig(server=state.api_server, ca=self.pki.ca_cert,
                                 cert=self.pki.cert(user), key=self.pki.key(user), user=user)
             path = self.pki.dir / f"{user}.kubeconfig"
@@ -289,6 +347,10 @@ class Stack:
         for pid in pids_under(self.dir):
             os.kill(pid, signal.SIGKILL)
         state = self.load_state()
+        if state is not None and state.node == "kubelet":
+            layout = nodens.layout_of(state)
+            nodens.destroy(layout)
+            nodens.restore_sysctls(other_nodes_running=nodens.other_nodes_running(layout))
         netns.cleanup(prefix=netns.namespace_prefix(self.dir),
                       bridge=state.bridge if state else None, mounts_under=self.dir)
         for transient in ("etcd", "node", "prometheus/data", "alertmanager/data"):

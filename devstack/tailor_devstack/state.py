@@ -9,8 +9,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_NAME = "tailor-node"
-SERVICE_CIDR = "198.19.255.0/24"  # ClusterIPs are never routed (no kube-proxy); see docs.
+SERVICE_CIDR = "198.19.255.0/24"  # the node agent's: never routed (no kube-proxy); see docs.
 DEFAULT_GPUS = 2
+# Which node runs the pods: "agent" (the simulated node) or "kubelet" (kubelet and containerd).
+NODES = ("agent", "kubelet")
 
 
 class StackError(RuntimeError):
@@ -30,6 +32,8 @@ class StackState:
     s3_secret_key: str
     gpus: int = DEFAULT_GPUS
     pids: dict[str, int] = field(default_factory=dict)
+    node: str = "agent"
+    service_cidr: str = SERVICE_CIDR
 
     @property
     def api_server(self) -> str:
@@ -50,6 +54,13 @@ class StackState:
     @property
     def alertmanager_url(self) -> str:
         return f"http://{self.gateway}:{self.ports['alertmanager']}"
+
+
+def default_node() -> str:
+    node = os.environ.get("TAILOR_NODE", "agent")
+    if node not in NODES:
+        raise StackError(f"TAILOR_NODE={node!r}: choose one of {', '.join(NODES)}")
+    return node
 
 
 def stack_dir() -> Path:

@@ -24,7 +24,9 @@ def launch(tmp_path: Path) -> commands.Launch:
                        s3_secret_key="secret", gpus=3)
     paths = {name: Path("/opt/bin") / name for name in
              ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "minio",
-              "prometheus", "prometheus-alertmanager")}
+              "prometheus", "prometheus-alertmanager", "kubelet", "kube-proxy", "containerd",
+              "ctr", "runc", "cni", "coredns")}
+    paths["node-cache"] = tmp_path / "cache" / "node"
     return commands.Launch(tmp_path, state, PKI(tmp_path / "pki"), paths)
 
 
@@ -62,5 +64,5 @@ def test_listeners_on_the_gateway_are_known_ports() -> None:
 
 
 def test_an_unknown_component_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="kube-proxy"):
-        commands.command(launch(tmp_path), "kube-proxy")
+    with pytest.raises(ValueError, match="cloud-controller-manager"):
+        commands.command(launch(tmp_path), "cloud-controller-manager")
