@@ -17,19 +17,19 @@ prereqs: ## check (as root: install) the Debian packages the stack needs
 	@hack/prereqs.sh
 
 .PHONY: binaries
-binaries: ## build the pinned Go binaries (control plane, kubectl, etcd, MinIO) into the cache
-	@hack/build-binaries.sh kubernetes etcd minio
+binaries: ## build the pinned Go binaries (control plane, kubectl, the node, etcd, MinIO) into the cache
+	@hack/build-binaries.sh kubernetes node etcd minio pause containerd runc cni coredns
 
-.PHONY: node-binaries
-node-binaries: prereqs ## build the real node's binaries: kubelet, kube-proxy, containerd, runc, CNI plugins, pause, CoreDNS
-	@hack/build-binaries.sh kubernetes node pause containerd runc cni coredns
+.PHONY: images
+images: prereqs binaries ## build the operator, trainer and pause images without a daemon (buildah), cached
+	@hack/build-images.sh build
 
 .PHONY: venv
 venv: ## create or update the virtualenv in the cache
 	@hack/ensure-venv.sh
 
 .PHONY: setup
-setup: prereqs binaries venv
+setup: prereqs binaries venv images
 
 .PHONY: up
 up: setup ## start the local stack in the background (idempotent); writes .tailor/env

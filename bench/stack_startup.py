@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from kubernetes import client, config, watch
+from tailor_devstack.nodeconf import SANDBOX_IMAGE
 from tailor_devstack.stack import Stack
 
 from tests.support.testing import eventually
@@ -35,7 +36,7 @@ def pod_latencies(kubeconfig: Path, count: int) -> list[float]:
         body = client.V1Pod(
             metadata=client.V1ObjectMeta(name=f"bench-{i}"),
             spec=client.V1PodSpec(restart_policy="Never", containers=[client.V1Container(
-                name="main", image="unused", command=["sleep", "600"])]))
+                name="main", image=SANDBOX_IMAGE)]))
         stream = watch.Watch()
         started = time.monotonic()
         api.create_namespaced_pod("default", body)

@@ -14,6 +14,8 @@ declare -A package_of=(
   [pkg-config]=pkg-config
   [nft]=nftables
   [iptables]=iptables
+  [buildah]=buildah
+  [mmdebstrap]=mmdebstrap
 )
 # Build inputs with no command of their own: runc's seccomp headers, and libc6-dev (known by a
 # header) for the static libc.a that pause links against.

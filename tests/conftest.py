@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.testing import (
+    TRAINER_IMAGE,
     OperatorProcess,
     StackHandle,
     acquire_stack,
@@ -79,6 +80,9 @@ tests, the tests that run a private operator) are left alone."""
 
 @pytest.fixture(scope="session")
 def operator(stack: StackHandle, crds: None) -> Iterator[OperatorProcess]:
+    # Without it every worker waits in ImagePullBackOff until its test times out.
+    assert TRAINER_IMAGE in stack.stack.node_images(stack.state), (
+        f"the node has no {TRAINER_IMAGE}: run `make images`, then `make down up`")
     process = OperatorProcess(stack, stack.dir / "logs" / "operator-tests.log",
                               "--namespace", OPERATOR_NAMESPACES)
     yield process

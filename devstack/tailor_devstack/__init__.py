@@ -1,2 +1,3 @@
-"""The local stack: a real Kubernetes control plane, a node agent, MinIO, MLflow, Prometheus
-and Alertmanager on one machine without a container engine (see docs/local-stack.md)."""
+"""The local stack: a real Kubernetes control plane and node (kubelet, containerd, kube-proxy,
+CoreDNS), MinIO, MLflow, Prometheus and Alertmanager on one machine without a Docker engine
+(see docs/local-stack.md)."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tailor_devstack.stack import Stack
-from tailor_devstack.state import DEFAULT_GPUS, NODES, StackError
+from tailor_devstack.state import DEFAULT_GPUS, StackError
 
 
 def main() -> int:
@@ -15,9 +15,6 @@ def main() -> int:
     up = sub.add_parser("up", help="start the local stack (idempotent)")
     up.add_argument("--gpus", type=int, default=DEFAULT_GPUS,
                     help="nvidia.com/gpu the node advertises, for scheduling tests")
-    up.add_argument("--node", choices=NODES, default=None,
-                    help="what runs the pods: the simulated node agent or a real kubelet with "
-                         "containerd (default: $TAILOR_NODE, else agent)")
     up.add_argument("--timeout", type=float, default=120.0)
     sub.add_parser("down", help="stop it and remove its processes, mounts and networks")
     sub.add_parser("status", help="show each component and its health")
@@ -25,7 +22,7 @@ def main() -> int:
     stack = Stack()
     try:
         if args.command == "up":
-            stack.up(gpus=args.gpus, node=args.node, timeout=args.timeout)
+            stack.up(gpus=args.gpus, timeout=args.timeout)
         elif args.command == "down":
             stack.down()
         else:

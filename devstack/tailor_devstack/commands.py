@@ -6,11 +6,9 @@ the binaries); `command(launch, name)` picks one. Some also write the component'
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +67,7 @@ def node_binary_paths() -> dict[str, Path]:
              "runc": root / f"runc-{pin['RUNC_VERSION']}" / "runc",
              "cni": root / f"cni-plugins-{pin['CNI_PLUGINS_VERSION']}",
              "coredns": root / f"coredns-{pin['COREDNS_VERSION']}" / "coredns"}
-    _check_built(paths, "make node-binaries")
+    _check_built(paths, "make binaries")
     paths["node-cache"] = root.parent / "node"  # containerd's images, kept between stacks
     for name in ("nft",):  # kube-proxy's rules (nftables mode)
         if not shutil.which(name):
@@ -160,24 +158,6 @@ def _scheduler(launch: Launch) -> Command:
             *launch.serving_flags(), "--leader-elect=false", "-v=1"], launch.env
 
 
-def _node_agent(launch: Launch) -> Command:
-    """`python -m tailor_devstack.nodeagent` with the JSON config it reads (nodeagent/config.py)."""
-    d, state, pki = launch.dir, launch.state, launch.pki
-    config = d / "node-agent.json"
-    config.write_text(json.dumps({
-        "node_name": NODE_NAME, "kubeconfig": str(pki.dir / "node.kubeconfig"),
-        "state_dir": str(d / "node"), "bridge": state.bridge, "gateway": state.gateway,
-        "pod_cidr": state.pod_cidr, "port": state.ports["kubelet"], "gpus": state.gpus,
-        "ca_file": str(pki.ca_cert), "cert_file": str(pki.cert("serving")),
-        "key_file": str(pki.key("serving")), "api_server": state.api_server,
-        "venv_bin": str(venv_bin()),
-        # What pods must still see when it lives under their private /tmp.
-        "keep_paths": [str(REPO_ROOT), str(d), sys.prefix],
-    }))
-    return [str(venv_bin() / "python"), "-m", "tailor_devstack.nodeagent",
-            "--config", str(config)], launch.env
-
-
 def _minio(launch: Launch) -> Command:
     state, gw, p = launch.state, launch.state.gateway, launch.state.ports
     env = launch.env | {"MINIO_ROOT_USER": state.s3_access_key,
@@ -255,7 +235,6 @@ COMMANDS: dict[str, Callable[[Launch], Command]] = {
     "kube-apiserver": _apiserver,
     "kube-controller-manager": _controller_manager,
     "kube-scheduler": _scheduler,
-    "node-agent": _node_agent,
     "containerd": _containerd,
     "kubelet": _kubelet,
     "kube-proxy": _kube_proxy,

@@ -156,8 +156,8 @@ def _make_mount_namespace(layout: NodeLayout) -> None:
 
 
 def _hierarchies() -> list[Path]:
-    return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and p.name != "unified"] \
-        if CGROUP_ROOT.exists() else []
+    # v1 hierarchies, and the hybrid layout's v2 one ("unified"), where runc makes its own.
+    return [p for p in CGROUP_ROOT.iterdir() if p.is_dir()] if CGROUP_ROOT.exists() else []
 
 
 def _make_cgroups(cgroup: str) -> None:

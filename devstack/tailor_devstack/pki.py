@@ -2,9 +2,9 @@
 
 The API server runs as a real cluster's would (TLS, client certificates, Node and RBAC
 authorization), so every component gets its own identity: the controller manager and the
-scheduler their `system:` users, the node agent `system:node:<name>` in `system:nodes`, and the
-developer an admin in `system:masters`. Keys are ECDSA P-256 (fast to make); the service-account
-signing key is RSA because every token consumer understands RS256.
+scheduler their `system:` users, the kubelet `system:node:<name>` in `system:nodes`, kube-proxy
+and CoreDNS theirs, and the developer an admin in `system:masters`. Keys are ECDSA P-256 (fast
+to make); the service-account signing key is RSA because every token consumer understands RS256.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import requests
@@ -34,26 +34,25 @@ from tailor_devstack.state import (
     NODE_NAME,
     StackError,
     StackState,
-    default_node,
     stack_dir,
     venv_bin,
 )
 
 STOP_GRACE_SECONDS = 10
 # Listen on the bridge's gateway, where pods reach them; the rest listen on loopback.
-ON_GATEWAY = {"apiserver", "kubelet", "minio", "minio-console", "mlflow", "prometheus",
-              "alertmanager"}
-# What runs the pods, after the control plane: the simulated node, or the real one (containerd
-# starts earlier, beside the API server, since the kubelet needs it and images load into it).
-NODE_COMPONENTS = {"agent": ("node-agent",), "kubelet": ("kubelet", "kube-proxy", "coredns")}
+ON_GATEWAY = {"apiserver", "minio", "minio-console", "mlflow", "prometheus", "alertmanager"}
+# The node, after the control plane (containerd starts earlier, beside the API server: the
+# kubelet needs it, and the images load into it meanwhile).
+NODE_COMPONENTS = ("kubelet", "kube-proxy", "coredns")
+# The images a private stack (a test's own) imports unless told otherwise: the trainer image is
+# gigabytes, and each private stack has a containerd store of its own, removed at `down`.
+PRIVATE_STACK_IMAGES = ("pause", "operator")
 
 
 def _subnet_for(directory: Path) -> ipaddress.IPv4Network:
-    """One /24 of 198.18.0.0/15 per stack directory, so two clones' stacks do not collide.
-
-    The last /24 of the range is the Service CIDR, so it is never a pod network.
-    """
-    index = int(hashlib.sha256(str(directory).encode()).hexdigest(), 16) % 511
+    """One /24 of 198.18.0.0/15 per stack directory, so two clones' stacks do not collide
+    (nodens.NodeLayout divides it: the bridge, the Service range, the pods)."""
+    index = int(hashlib.sha256(str(directory).encode()).hexdigest(), 16) % 512
     base = int(ipaddress.IPv4Address("198.18.0.0")) + index * 256
     return ipaddress.IPv4Network((base, 24))
 
@@ -68,6 +67,7 @@ class Stack:
         self.pki = PKI(self.dir / "pki")
         # Seconds from the start of the last `up` until each component was ready.
         self.ready_after: dict[str, float] = {}
+        self.images: Sequence[str] | None = None
 
     # ----------------------------------------------------------------------------- state
     @property
@@ -77,7 +77,9 @@ class Stack:
     def load_state(self) -> StackState | None:
         if not self.state_file.exists():
             return None
-        return StackState(**json.loads(self.state_file.read_text()))
+        saved = json.loads(self.state_file.read_text())
+        known = {f.name for f in fields(StackState)}  # a stack saved by an older version
+        return StackState(**{k: v for k, v in saved.items() if k in known})
 
     def _save_state(self, state: StackState) -> None:
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
@@ -119,8 +121,6 @@ class Stack:
 
     def _node_checks(self, state: StackState, http: Callable[..., Callable[[], bool]]
                      ) -> dict[str, Callable[[], bool]]:
-        if state.node == "agent":
-            return {"node-agent": lambda: self._node_ready(state)}
         layout = nodens.layout_of(state)
         return {
             "containerd": lambda: nodeimages.answers(nodeconf.containerd_socket(layout)),
@@ -128,6 +128,11 @@ class Stack:
             "kube-proxy": http(f"http://{layout.node_ip}:{nodeconf.PROXY_HEALTHZ_PORT}/livez"),
             "coredns": http(f"http://{layout.node_ip}:{nodeconf.COREDNS_HEALTH_PORT}/health"),
         }
+
+    def node_images(self, state: StackState) -> set[str]:
+        """The images the node has, by reference (what a pod's `image` can name)."""
+        return nodeimages.listed(node_binary_paths()["ctr"],
+                                 nodeconf.containerd_socket(nodens.layout_of(state)))
 
     def _node_ready(self, state: StackState) -> bool:
         admin = (str(self.pki.cert("admin")), str(self.pki.key("admin")))
@@ -146,11 +151,20 @@ class Stack:
         return pid is not None and is_ours(pid, self.dir)
 
     # ----------------------------------------------------------------------------- up
-    def up(self, *, gpus: int = DEFAULT_GPUS, node: str | None = None, timeout: float = 120.0,
+    @property
+    def shared(self) -> bool:
+        """The clone's own stack (`make up`), as opposed to a test's private one."""
+        return self.dir.resolve() == stack_dir()
+
+    def up(self, *, gpus: int = DEFAULT_GPUS, timeout: float = 120.0,
+           images: Sequence[str] | None = None,
            progress: Callable[[str], None] = print) -> StackState:
-        node = node or default_node()
+        """Start the stack (or find it running); `images` names the image archives the node
+        imports (`tailor-<name>.oci.tar`): all for the shared stack, PRIVATE_STACK_IMAGES for
+        another, unless given."""
+        self.images = images if images is not None or self.shared else PRIVATE_STACK_IMAGES
         state = self.load_state()
-        if state is not None and state.node == node and all(self.health(state).values()):
+        if state is not None and all(self.health(state).values()):
             progress(f"the local stack is already running (state in {self.dir})")
             self._write_env(state)
             return state
@@ -158,9 +172,9 @@ class Stack:
             progress("found a stopped or broken stack: cleaning it up first")
         self.down(progress=lambda _msg: None)
         self.ready_after.clear()
-        paths = binary_paths() | (node_binary_paths() if node == "kubelet" else {})
+        paths = binary_paths() | node_binary_paths()
         started = time.monotonic()
-        state = self._plan(node, gpus)
+        state = self._plan(gpus)
         self._start_all(state, paths, lambda names: self._wait(state, names, started, timeout,
                                                                progress), progress)
         self._write_env(state)
@@ -168,7 +182,7 @@ class Stack:
                  f"`source {self.dir / 'env'}` to use it")
         return state
 
-    def _plan(self, node: str, gpus: int) -> StackState:
+    def _plan(self, gpus: int) -> StackState:
         """Directories, the bridge, ports, addresses and certificates of a new stack."""
         self.dir.mkdir(parents=True, exist_ok=True)
         for d in (self.logs, self.run):
@@ -177,19 +191,17 @@ class Stack:
         gateway = str(next(subnet.hosts()))
         bridge = "tlr" + hashlib.sha256(str(self.dir).encode()).hexdigest()[:6]
         layout = nodens.NodeLayout(self.dir, subnet)
-        real = node == "kubelet"
-        netns.ensure_bridge(bridge, f"{gateway}/{layout.lan.prefixlen if real else 24}")
+        netns.ensure_bridge(bridge, f"{gateway}/{layout.lan.prefixlen}")
         ports = {name: free_port(gateway if name in ON_GATEWAY else "127.0.0.1")
                  for name in ("etcd", "etcd-peer", "apiserver", "controller-manager",
-                              "scheduler", "kubelet", "minio", "minio-console", "mlflow",
+                              "scheduler", "minio", "minio-console", "mlflow",
                               "prometheus", "alertmanager", "alertmanager-cluster")}
         state = StackState(
-            dir=str(self.dir), bridge=bridge, gateway=gateway, pod_cidr=str(subnet),
+            dir=str(self.dir), bridge=bridge, gateway=gateway, pod_cidr=layout.pod_cidr,
             ports=ports, s3_access_key="tailor-" + secrets.token_hex(4),
-            s3_secret_key=secrets.token_urlsafe(24), gpus=gpus, node=node,
+            s3_secret_key=secrets.token_urlsafe(24), gpus=gpus,
+            service_cidr=layout.service_cidr,
         )
-        if real:
-            state.pod_cidr, state.service_cidr = layout.pod_cidr, layout.service_cidr
         self._make_pki(state)
         self._save_state(state)
         return state
@@ -197,30 +209,27 @@ class Stack:
     def _start_all(self, state: StackState, paths: dict[str, Path],
                    wait: Callable[[list[str]], None], progress: Callable[[str], None]) -> None:
         """Every component in dependency order, overlapping the slow starts."""
-        real, layout = state.node == "kubelet", nodens.layout_of(state)
+        layout = nodens.layout_of(state)
         for name in ("etcd", "minio", "prometheus", "alertmanager"):
             self._start(state, name, paths)
-        if real:
-            nodens.create(layout, state.bridge)
-            self._start(state, "containerd", paths)
+        nodens.create(layout, state.bridge)
+        self._start(state, "containerd", paths)
         wait(["etcd"])
         self._start(state, "kube-apiserver", paths)
         wait(["minio"])
         services.ensure_bucket(state.s3_endpoint, state.s3_access_key, state.s3_secret_key,
                                "mlflow")
         self._start(state, "mlflow", paths)
-        if real:
-            wait(["containerd"])
-            nodeimages.load(paths["ctr"], nodeconf.containerd_socket(layout),
-                            nodeconf.containerd_root(layout, paths["node-cache"]).parent
-                            / "imported.json", progress)
+        wait(["containerd"])
+        nodeimages.load(paths["ctr"], nodeconf.containerd_socket(layout),
+                        nodeconf.containerd_root(layout, paths["node-cache"]).parent
+                        / "imported.json", progress, self.images)
         wait(["kube-apiserver"])
-        if real:
-            self._apply(nodeconf.COREDNS_RBAC, paths)
-        for name in ("kube-controller-manager", "kube-scheduler", *NODE_COMPONENTS[state.node]):
+        self._apply(nodeconf.COREDNS_RBAC, paths)
+        for name in ("kube-controller-manager", "kube-scheduler", *NODE_COMPONENTS):
             self._start(state, name, paths)
         wait(list(self._health_checks(state)))
-        if real and state.gpus:
+        if state.gpus:
             self._advertise_gpus(state, paths)
 
     def _advertise_gpus(self, state: StackState, paths: dict[str, Path]) -> None:
@@ -249,9 +258,8 @@ class Stack:
             Identity("coredns", "system:coredns"),
         ]
         service_ip = str(next(ipaddress.IPv4Network(state.service_cidr).hosts()))
-        node_ips = [nodens.layout_of(state).node_ip] if state.node == "kubelet" else []
         self.pki.ensure(
-            server_ips=[state.gateway, "127.0.0.1", service_ip, *node_ips],
+            server_ips=[state.gateway, "127.0.0.1", service_ip, nodens.layout_of(state).node_ip],
             server_names=["localhost", "kubernetes", "kubernetes.default",
                           "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
                           NODE_NAME],
@@ -334,7 +342,6 @@ class Stack:
                 if pid > 0 and is_ours(pid, self.dir):
                     pids.append(pid)
                 pidfile.unlink()
-        # The node agent first, so it can stop its pods with their grace periods.
         for pid in pids:
             signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS + 5
@@ -347,10 +354,13 @@ class Stack:
         for pid in pids_under(self.dir):
             os.kill(pid, signal.SIGKILL)
         state = self.load_state()
-        if state is not None and state.node == "kubelet":
+        if state is not None:
             layout = nodens.layout_of(state)
             nodens.destroy(layout)
             nodens.restore_sysctls(other_nodes_running=nodens.other_nodes_running(layout))
+            if not self.shared:  # a private stack's images go with it
+                shutil.rmtree(nodeconf.containerd_root(layout, node_binary_paths()["node-cache"])
+                              .parent, ignore_errors=True)
         netns.cleanup(prefix=netns.namespace_prefix(self.dir),
                       bridge=state.bridge if state else None, mounts_under=self.dir)
         for transient in ("etcd", "node", "prometheus/data", "alertmanager/data"):

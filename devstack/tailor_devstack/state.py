@@ -9,10 +9,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_NAME = "tailor-node"
-SERVICE_CIDR = "198.19.255.0/24"  # the node agent's: never routed (no kube-proxy); see docs.
 DEFAULT_GPUS = 2
-# Which node runs the pods: "agent" (the simulated node) or "kubelet" (kubelet and containerd).
-NODES = ("agent", "kubelet")
 
 
 class StackError(RuntimeError):
@@ -32,8 +29,7 @@ class StackState:
     s3_secret_key: str
     gpus: int = DEFAULT_GPUS
     pids: dict[str, int] = field(default_factory=dict)
-    node: str = "agent"
-    service_cidr: str = SERVICE_CIDR
+    service_cidr: str = ""
 
     @property
     def api_server(self) -> str:
@@ -54,13 +50,6 @@ class StackState:
     @property
     def alertmanager_url(self) -> str:
         return f"http://{self.gateway}:{self.ports['alertmanager']}"
-
-
-def default_node() -> str:
-    node = os.environ.get("TAILOR_NODE", "agent")
-    if node not in NODES:
-        raise StackError(f"TAILOR_NODE={node!r}: choose one of {', '.join(NODES)}")
-    return node
 
 
 def stack_dir() -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 from tests.chaos.chaoslib import ChildLedger, apply, condition, items, terminal
 from tests.support.testing import StackHandle
 
-# 0.4 CPU each: the node agent (2 CPUs allocatable here) runs at most 5 at a time (each is a
+# 0.4 CPU each: the node (2 CPUs allocatable here) runs at most 5 at a time (each is a
 # torchrun launcher of ~0.5 GB), so the load is bounded however many jobs are applied.
 CHEAP_SPEC: dict[str, Any] = {
     "task": "custom", "workers": 1, "procsPerWorker": 1, "command": ["true"],

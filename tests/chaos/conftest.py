@@ -29,7 +29,8 @@ def stack() -> Iterator[StackHandle]:
     with tempfile.TemporaryDirectory(prefix="tailor-chaos-") as tmp:
         private = Stack(Path(tmp) / "stack")
         try:
-            state = private.up(progress=lambda message: print(message, flush=True))
+            state = private.up(images=("pause", "operator", "trainer"),
+                               progress=lambda message: print(message, flush=True))
             yield StackHandle(private, state)
         finally:
             private.down(progress=lambda _message: None)

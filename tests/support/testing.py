@@ -19,11 +19,21 @@ from pathlib import Path
 from typing import TypeVar
 
 import requests
+import yaml
 from tailor_devstack.commands import binary_paths
+from tailor_devstack.nodeconf import SANDBOX_IMAGE
 from tailor_devstack.stack import Stack
 from tailor_devstack.state import REPO_ROOT, StackState
 
 T = TypeVar("T")
+
+# Images the node has (`make images`), named as the chart names them.
+_APP_VERSION = yaml.safe_load((REPO_ROOT / "helm" / "tailor" / "Chart.yaml").read_text())[
+    "appVersion"]
+TRAINER_IMAGE = f"ghcr.io/tailor-dev/tailor-trainer:{_APP_VERSION}"
+# The smallest image with python, sh, coreutils and the `kubernetes` client: for test pods.
+TOOLS_IMAGE = f"ghcr.io/tailor-dev/tailor-operator:{_APP_VERSION}"
+PAUSE_IMAGE = SANDBOX_IMAGE  # a pod that waits, doing nothing, until it is stopped
 
 
 def eventually(probe: Callable[[], T | None], *, timeout: float, what: str,

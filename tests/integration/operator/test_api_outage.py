@@ -2,8 +2,9 @@
 retried (tailor_api_retries_total), what failed for good is redone by the resync, and the job
 still ends Succeeded with exactly one worker group.
 
-The outage is real, on a PRIVATE stack (its own API server, etcd and node agent in a temporary
-directory, about 8 s to start): the shared stack's API server is never stopped. SIGSTOP makes
+The outage is real, on a PRIVATE stack (its own API server, etcd and node in a temporary
+directory; its containerd imports the trainer image, about a minute): the shared stack's API
+server is never stopped. SIGSTOP makes
 the API server accept connections and answer nothing, which a client only notices through its
 timeouts.
 """
@@ -40,7 +41,7 @@ def private_stack() -> Iterator[StackHandle]:
     with tempfile.TemporaryDirectory(prefix="tailor-outage-") as tmp:
         stack = Stack(Path(tmp) / "stack")
         try:
-            state = stack.up(progress=lambda _message: None)
+            state = stack.up(images=("pause", "trainer"), progress=lambda _message: None)
             handle = StackHandle(stack, state)
             install_crds(handle)
             handle.kubectl("create", "namespace", NAMESPACE)

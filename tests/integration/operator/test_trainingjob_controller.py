@@ -1,4 +1,4 @@
-"""The TrainingJob controller on the real control plane and node agent, used through kubectl."""
+"""The TrainingJob controller on the real control plane and node, used through kubectl."""
 
 from __future__ import annotations
 

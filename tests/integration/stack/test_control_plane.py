@@ -1,5 +1,5 @@
 """The control plane is real: API machinery, RBAC, the Job and garbage-collection controllers,
-the scheduler, and pods run by the node agent."""
+the scheduler, and pods run by the node."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import requests
 from kubernetes import client, config, watch
 
-from tests.support.testing import StackHandle, eventually
+from tests.support.testing import PAUSE_IMAGE, TOOLS_IMAGE, StackHandle, eventually
 
 
 def apply(stack: StackHandle, namespace: str, manifest: str) -> None:
@@ -79,10 +79,10 @@ def test_rbac_denies_a_service_account_until_a_role_binding_allows_it(
 
 def test_indexed_job_runs_one_pod_per_index_and_completes(stack: StackHandle,
                                                           namespace: str) -> None:
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: batch/v1
         kind: Job
-        metadata: {name: indexed}
+        metadata: {{name: indexed}}
         spec:
           completions: 2
           parallelism: 2
@@ -92,7 +92,7 @@ def test_indexed_job_runs_one_pod_per_index_and_completes(stack: StackHandle,
               restartPolicy: Never
               containers:
               - name: work
-                image: unused
+                image: {TOOLS_IMAGE}
                 command: [sh, -c, 'echo "index=$JOB_COMPLETION_INDEX host=$(hostname)"']
         """)
     eventually(lambda: any(c["type"] == "Complete" and c["status"] == "True" for c in
@@ -147,7 +147,7 @@ print(conn.recv(128).decode())
           restartPolicy: Never
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             command: [python, -c, {json.dumps(server)}]
         ---
         apiVersion: v1
@@ -159,7 +159,7 @@ print(conn.recv(128).decode())
           restartPolicy: Never
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             command: [python, -c, {json.dumps(client_code)}]
         """)
     for pod in ("server", "client"):
@@ -173,10 +173,10 @@ print(conn.recv(128).decode())
 
 
 def test_deleting_a_job_garbage_collects_its_pods(stack: StackHandle, namespace: str) -> None:
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: batch/v1
         kind: Job
-        metadata: {name: sleeper}
+        metadata: {{name: sleeper}}
         spec:
           parallelism: 2
           completions: 2
@@ -186,8 +186,7 @@ def test_deleting_a_job_garbage_collects_its_pods(stack: StackHandle, namespace:
               terminationGracePeriodSeconds: 5
               containers:
               - name: sleep
-                image: unused
-                command: [sleep, "600"]
+                image: {PAUSE_IMAGE}
         """)
 
     def pods() -> list[dict[str, Any]]:
@@ -206,15 +205,15 @@ def test_deleting_a_job_garbage_collects_its_pods(stack: StackHandle, namespace:
 
 def test_failing_container_reports_exit_code_and_termination_message(
         stack: StackHandle, namespace: str) -> None:
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: fails}
+        metadata: {{name: fails}}
         spec:
           restartPolicy: Never
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             command: [sh, -c, 'echo "bad input: column label missing" > /dev/termination-log; exit 3']
         """)
     state = eventually(lambda: get(stack, namespace, "pod", "fails").get("status", {})
@@ -222,49 +221,55 @@ def test_failing_container_reports_exit_code_and_termination_message(
                        timeout=60, what="the container to terminate")
     assert state["exitCode"] == 3
     assert state["reason"] == "Error"
-    assert state["message"] == "bad input: column label missing"
-    assert get(stack, namespace, "pod", "fails")["status"]["phase"] == "Failed"
+    assert state["message"] == "bad input: column label missing\n"  # as written, verbatim
+    eventually(lambda: get(stack, namespace, "pod", "fails")["status"]["phase"] == "Failed",
+               timeout=30, what="the pod to fail")
 
 
 def test_fallback_to_logs_on_error_uses_the_log_tail(stack: StackHandle, namespace: str) -> None:
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: fails}
+        metadata: {{name: fails}}
         spec:
           restartPolicy: Never
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             terminationMessagePolicy: FallbackToLogsOnError
-            command: [sh, -c, 'echo first; echo "Traceback: boom" >&2; exit 1']
+            command: [sh, -c, 'echo first >&2; echo "Traceback: boom" >&2; exit 1']  # one stream: ordered
         """)
     state = eventually(lambda: get(stack, namespace, "pod", "fails").get("status", {})
                        .get("containerStatuses", [{}])[0].get("state", {}).get("terminated"),
                        timeout=60, what="the container to terminate")
     assert state["exitCode"] == 1
-    assert state["message"].endswith("Traceback: boom")
+    assert state["message"].splitlines() == ["first", "Traceback: boom"]  # the log's tail
 
 
 def test_restart_policy_on_failure_restarts_and_counts(stack: StackHandle,
                                                        namespace: str) -> None:
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: flaky}
+        metadata: {{name: flaky}}
         spec:
           restartPolicy: OnFailure
-          volumes: [{name: state, emptyDir: {}}]
+          volumes: [{{name: state, emptyDir: {{}}}}]
           containers:
           - name: main
-            image: unused
-            volumeMounts: [{name: state, mountPath: /state}]
-            command: [sh, -c, 'if [ -e /state/ran ]; then echo second; exit 0; fi; touch /state/ran; echo first; exit 7']
+            image: {TOOLS_IMAGE}
+            volumeMounts: [{{name: state, mountPath: /state}}]
+            command: [sh, -c, 'if [ -e /state/ran ]; then echo second; exec sleep 600; fi; touch /state/ran; echo first; exit 7']
         """)
-    eventually(lambda: get(stack, namespace, "pod", "flaky").get("status", {}).get("phase")
-               == "Succeeded", timeout=60, what="the pod to succeed after a restart")
-    status = get(stack, namespace, "pod", "flaky")["status"]["containerStatuses"][0]
-    assert status["restartCount"] == 1
+
+    def restarted() -> dict[str, Any] | None:
+        statuses = get(stack, namespace, "pod", "flaky").get("status", {}).get(
+            "containerStatuses", [{}])
+        running = statuses[0].get("restartCount") == 1 and "running" in statuses[0]["state"]
+        return statuses[0] if running else None
+
+    # The kubelet's first back-off is 10 s.
+    status = eventually(restarted, timeout=60, what="the container to run again after exit 7")
     assert status["lastState"]["terminated"]["exitCode"] == 7
     assert stack.kubectl("logs", "flaky", "-n", namespace).stdout.strip() == "second"
     assert stack.kubectl("logs", "flaky", "-n", namespace, "--previous").stdout.strip() == "first"
@@ -280,8 +285,7 @@ def test_a_pod_asking_for_more_gpus_than_the_node_has_stays_pending(
         spec:
           containers:
           - name: main
-            image: unused
-            command: [sleep, "600"]
+            image: {PAUSE_IMAGE}
             resources: {{limits: {{nvidia.com/gpu: {too_many}}}}}
         ---
         apiVersion: v1
@@ -290,8 +294,7 @@ def test_a_pod_asking_for_more_gpus_than_the_node_has_stays_pending(
         spec:
           containers:
           - name: main
-            image: unused
-            command: [sleep, "600"]
+            image: {PAUSE_IMAGE}
             resources: {{limits: {{nvidia.com/gpu: 1}}}}
         """)
 

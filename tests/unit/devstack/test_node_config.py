@@ -79,7 +79,7 @@ def test_node_components_start_inside_the_node_namespaces(tmp_path: Path) -> Non
     node = layout(tmp_path)
     state = StackState(dir=str(tmp_path), bridge="b", gateway=node.gateway,
                        pod_cidr=node.pod_cidr, ports={"apiserver": 6443}, s3_access_key="k",
-                       s3_secret_key="s", node="kubelet", service_cidr=node.service_cidr)
+                       s3_secret_key="s", service_cidr=node.service_cidr)
     names = ("kubelet", "kube-proxy", "containerd", "ctr", "runc", "cni", "coredns")
     paths = {name: Path("/opt/bin") / name for name in names} | {"node-cache": tmp_path / "c"}
     launch = commands.Launch(tmp_path, state, PKI(tmp_path / "pki"), paths)

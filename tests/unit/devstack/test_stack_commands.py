@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 from tailor_devstack import commands
-from tailor_devstack.nodeagent.config import Config
 from tailor_devstack.pki import PKI
 from tailor_devstack.stack import ON_GATEWAY
-from tailor_devstack.state import NODE_NAME, SERVICE_CIDR, StackState
+from tailor_devstack.state import StackState
 
 PORTS = {name: 20000 + i for i, name in enumerate(
-    ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kubelet", "minio",
+    ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "minio",
      "minio-console", "mlflow", "prometheus", "alertmanager", "alertmanager-cluster"))}
 
 
 def launch(tmp_path: Path) -> commands.Launch:
     state = StackState(dir=str(tmp_path), bridge="tlrtest", gateway="198.18.4.1",
-                       pod_cidr="198.18.4.0/24", ports=PORTS, s3_access_key="tailor-k",
-                       s3_secret_key="secret", gpus=3)
+                       pod_cidr="198.18.4.128/25", ports=PORTS, s3_access_key="tailor-k",
+                       s3_secret_key="secret", gpus=3, service_cidr="198.18.4.64/26")
     paths = {name: Path("/opt/bin") / name for name in
              ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "minio",
               "prometheus", "prometheus-alertmanager", "kubelet", "kube-proxy", "containerd",
@@ -30,26 +27,13 @@ def launch(tmp_path: Path) -> commands.Launch:
     return commands.Launch(tmp_path, state, PKI(tmp_path / "pki"), paths)
 
 
-def test_the_node_agent_runs_as_a_module_with_a_config_it_can_load(tmp_path: Path) -> None:
-    argv, env = commands.command(launch(tmp_path), "node-agent")
-    assert argv[:3] == [str(Path(sys.executable).parent / "python"), "-m",
-                        "tailor_devstack.nodeagent"]
-    assert importlib.util.find_spec(f"{argv[2]}.__main__") is not None
-    config = Config.load(Path(argv[argv.index("--config") + 1]))
-    assert (config.node_name, config.gateway, config.port, config.gpus) == (
-        NODE_NAME, "198.18.4.1", PORTS["kubelet"], 3)
-    assert config.state_dir == str(tmp_path / "node")
-    assert config.api_server == f"https://198.18.4.1:{PORTS['apiserver']}"
-    assert env["HOME"] == str(tmp_path)
-
-
 def test_every_component_has_a_command(tmp_path: Path) -> None:
     for name in commands.COMMANDS:
         argv, env = commands.command(launch(tmp_path), name)
         assert argv and "PATH" in env, name
     apiserver, _ = commands.command(launch(tmp_path), "kube-apiserver")
     assert "--authorization-mode=Node,RBAC" in apiserver
-    assert f"--service-cluster-ip-range={SERVICE_CIDR}" in apiserver
+    assert "--service-cluster-ip-range=198.18.4.64/26" in apiserver
     assert "--bind-address=198.18.4.1" in apiserver
     minio, minio_env = commands.command(launch(tmp_path), "minio")
     assert minio_env["MINIO_ROOT_USER"] == "tailor-k"

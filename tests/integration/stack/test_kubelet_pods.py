@@ -1,15 +1,14 @@
-"""What the node agent does for a Pod, checked through the API as a user would see it."""
+"""What the kubelet does for a Pod, checked through the API as a user would see it."""
 
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.testing import StackHandle, eventually
+from tests.support.testing import TOOLS_IMAGE, StackHandle, eventually
 
 
 def apply(stack: StackHandle, namespace: str, manifest: str) -> None:
@@ -32,28 +31,55 @@ def events(stack: StackHandle, namespace: str, name: str) -> list[dict[str, Any]
     return items
 
 
-def test_an_unsupported_pod_is_refused_with_an_event_not_run(stack: StackHandle,
-                                                             namespace: str) -> None:
-    apply(stack, namespace, """
+def test_a_pod_runs_its_image_as_its_user_with_the_restrictions_it_asks_for(
+        stack: StackHandle, namespace: str) -> None:
+    apply(stack, namespace, f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: probed}
+        metadata: {{name: locked}}
         spec:
+          restartPolicy: Never
+          securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
           containers:
           - name: main
-            image: unused
-            command: [sleep, "600"]
-            readinessProbe: {exec: {command: ["true"]}}
+            image: {TOOLS_IMAGE}
+            securityContext:
+              readOnlyRootFilesystem: true
+              allowPrivilegeEscalation: false
+              capabilities: {{drop: [ALL]}}
+            command: [sh, -c, 'id -u; touch /opt/x 2>/dev/null && echo writable || echo read-only; grep CapEff /proc/self/status']
         """)
-    eventually(lambda: phase(stack, namespace, "probed") == "Failed", timeout=30,
-               what="the pod to be refused")
-    status = pod(stack, namespace, "probed")["status"]
-    assert status["reason"] == "UnsupportedPodFeature"
-    assert "readinessProbe" in status["message"]
-    refused = [e for e in events(stack, namespace, "probed")
-               if e["reason"] == "UnsupportedPodFeature"]
-    assert refused and refused[0]["type"] == "Warning"
-    assert not any(e["reason"] == "Started" for e in events(stack, namespace, "probed"))
+    eventually(lambda: phase(stack, namespace, "locked") == "Succeeded", timeout=60,
+               what="the pod to succeed")
+    uid, root, caps = stack.kubectl("logs", "locked", "-n", namespace).stdout.splitlines()
+    assert uid == "65532"  # the image's USER
+    assert root == "read-only"
+    assert caps.split() == ["CapEff:", "0000000000000000"]
+
+
+def test_a_readiness_probe_makes_the_pod_ready(stack: StackHandle, namespace: str) -> None:
+    apply(stack, namespace, f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: probed}}
+        spec:
+          volumes: [{{name: flag, emptyDir: {{}}}}]
+          containers:
+          - name: main
+            image: {TOOLS_IMAGE}
+            volumeMounts: [{{name: flag, mountPath: /flag}}]
+            command: [sh, -c, 'sleep 2; touch /flag/ready; exec sleep 600']
+            readinessProbe: {{exec: {{command: [test, -e, /flag/ready]}}, periodSeconds: 1}}
+        """)
+
+    def ready() -> bool:
+        conditions = pod(stack, namespace, "probed").get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    eventually(lambda: phase(stack, namespace, "probed") == "Running", timeout=60,
+               what="the pod to run")
+    assert not ready()  # the probe has not passed yet: the file comes 2 s after the start
+    eventually(ready, timeout=30, what="the readiness probe to pass")
 
 
 def test_env_and_volumes_come_from_secrets_config_maps_and_the_downward_api(
@@ -62,34 +88,34 @@ def test_env_and_volumes_come_from_secrets_config_maps_and_the_downward_api(
                   "--from-literal=AWS_SECRET_ACCESS_KEY=s3cr3t", "--from-literal=token=t0k")
     stack.kubectl("create", "configmap", "settings", "-n", namespace,
                   "--from-literal=MODE=fast", "--from-literal=config.yaml=epochs: 3")
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: reader, labels: {team: ml}}
+        metadata: {{name: reader, labels: {{team: ml}}}}
         spec:
           restartPolicy: Never
           volumes:
-          - {name: secret, secret: {secretName: creds, items: [{key: token, path: auth/token}]}}
-          - {name: config, configMap: {name: settings}}
+          - {{name: secret, secret: {{secretName: creds, items: [{{key: token, path: auth/token}}]}}}}
+          - {{name: config, configMap: {{name: settings}}}}
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             workingDir: /etc/app
             command: [sh, -c]
             args:
             - >-
               echo "secret=$SECRET mode=$MODE team=$TEAM ns=$NS greeting=$(GREETING) cwd=$(pwd)";
               echo "token=$(cat /var/secret/auth/token) config=$(cat config.yaml)"
-            envFrom: [{configMapRef: {name: settings}}]
+            envFrom: [{{configMapRef: {{name: settings}}}}]
             env:
-            - {name: SECRET, valueFrom: {secretKeyRef: {name: creds, key: AWS_SECRET_ACCESS_KEY}}}
-            - {name: TEAM, valueFrom: {fieldRef: {fieldPath: "metadata.labels['team']"}}}
-            - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-            - {name: WHO, value: world}
-            - {name: GREETING, value: "hello-$(WHO)"}
+            - {{name: SECRET, valueFrom: {{secretKeyRef: {{name: creds, key: AWS_SECRET_ACCESS_KEY}}}}}}
+            - {{name: TEAM, valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['team']"}}}}}}
+            - {{name: NS, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+            - {{name: WHO, value: world}}
+            - {{name: GREETING, value: "hello-$(WHO)"}}
             volumeMounts:
-            - {name: secret, mountPath: /var/secret, readOnly: true}
-            - {name: config, mountPath: /etc/app}
+            - {{name: secret, mountPath: /var/secret, readOnly: true}}
+            - {{name: config, mountPath: /etc/app}}
         """)
     eventually(lambda: phase(stack, namespace, "reader") == "Succeeded", timeout=30,
                what="the pod to succeed")
@@ -101,18 +127,18 @@ def test_env_and_volumes_come_from_secrets_config_maps_and_the_downward_api(
 
 def test_a_missing_secret_holds_the_container_until_it_exists(stack: StackHandle,
                                                               namespace: str) -> None:
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: waiting}
+        metadata: {{name: waiting}}
         spec:
           restartPolicy: Never
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             command: [sh, -c, 'echo "key=$KEY"']
             env:
-            - {name: KEY, valueFrom: {secretKeyRef: {name: later, key: value}}}
+            - {{name: KEY, valueFrom: {{secretKeyRef: {{name: later, key: value}}}}}}
         """)
 
     def waiting_reason() -> str | None:
@@ -148,7 +174,7 @@ def test_a_pod_reaches_the_api_server_with_its_service_account_token(
           restartPolicy: Never
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             command: [python, -c, {json.dumps(code)}]
         """)
     eventually(lambda: phase(stack, namespace, "in-cluster") in ("Succeeded", "Failed"),
@@ -168,10 +194,11 @@ def test_deletion_sends_sigterm_and_waits_for_the_container(stack: StackHandle, 
         metadata: {{name: graceful}}
         spec:
           terminationGracePeriodSeconds: 60
+          securityContext: {{runAsUser: 0}}  # the marker directory is root's (pytest's tmp_path)
           volumes: [{{name: out, hostPath: {{path: {marker_dir}}}}}]
           containers:
           - name: main
-            image: unused
+            image: {TOOLS_IMAGE}
             volumeMounts: [{{name: out, mountPath: /out}}]
             command: [sh, -c, 'trap "echo TERM > /out/signal; exit 0" TERM; touch /out/ready; sleep 600 & wait']
         """)
@@ -187,17 +214,17 @@ def test_deletion_sends_sigterm_and_waits_for_the_container(stack: StackHandle, 
 
 def test_a_container_over_its_memory_limit_is_oom_killed(stack: StackHandle,
                                                         namespace: str) -> None:
-    apply(stack, namespace, """
+    apply(stack, namespace, f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: hungry}
+        metadata: {{name: hungry}}
         spec:
           restartPolicy: Never
           containers:
           - name: main
-            image: unused
-            command: [python, -c, 'blocks = [bytearray(16 * 2**20) for _ in range(64)]']
-            resources: {limits: {memory: 128Mi}}
+            image: {TOOLS_IMAGE}
+            command: [python, -c, 'blocks = [b"x" * (16 << 20) for _ in range(64)]']  # pages touched
+            resources: {{limits: {{memory: 128Mi}}}}
         """)
     eventually(lambda: phase(stack, namespace, "hungry") == "Failed", timeout=60,
                what="the pod to fail")
@@ -205,66 +232,3 @@ def test_a_container_over_its_memory_limit_is_oom_killed(stack: StackHandle,
         "terminated"]
     assert terminated["reason"] == "OOMKilled"
     assert terminated["exitCode"] == 137
-
-
-def test_each_pod_has_its_own_tmp_pid_namespace_and_hostname(stack: StackHandle,
-                                                             namespace: str) -> None:
-    # `$$$$` is the shell's `$$` after Kubernetes' own `$$` escaping.
-    script = ('echo "$(hostname) $$$$ $(ls /tmp | wc -l)"; echo secret > /tmp/mine; '
-              'ps -e -o pid= | wc -l')
-    for name in ("first", "second"):
-        apply(stack, namespace, f"""
-            apiVersion: v1
-            kind: Pod
-            metadata: {{name: {name}}}
-            spec:
-              restartPolicy: Never
-              containers:
-              - name: main
-                image: unused
-                command: [sh, -c, {json.dumps(script)}]
-            """)
-    for name in ("first", "second"):
-        eventually(lambda name=name: phase(stack, namespace, name) == "Succeeded", timeout=30,
-                   what=f"pod {name} to succeed")
-        hostname, shell_pid, tmp_entries, processes = stack.kubectl(
-            "logs", name, "-n", namespace).stdout.split()
-        assert hostname == name
-        assert shell_pid == "2"  # PID 1 is the pod's init; the command is its only child
-        assert int(processes) <= 4  # init, sh, ps (and wc): nothing from the host
-        assert tmp_entries == str(_entries_under_tmp_kept_visible(stack))
-    assert not Path("/tmp/mine").exists()
-
-
-def _entries_under_tmp_kept_visible(stack: StackHandle) -> int:
-    """/tmp in a pod is empty but for the clone and the stack when they live under /tmp."""
-    keep = {Path(p).relative_to("/tmp").parts[0] for p in (str(stack.dir), sys.prefix)
-            if p.startswith("/tmp/")}
-    repo = Path(__file__).resolve().parents[3]
-    if str(repo).startswith("/tmp/"):
-        keep.add(repo.relative_to("/tmp").parts[0])
-    return len(keep)
-
-
-def test_a_volume_over_tmp_still_shows_the_project_and_its_virtualenv(
-        stack: StackHandle, namespace: str) -> None:
-    """Worker pods mount an emptyDir on /tmp; the project must stay importable even when the
-    clone itself lives under /tmp (as CI's does)."""
-    apply(stack, namespace, """
-        apiVersion: v1
-        kind: Pod
-        metadata: {name: covered}
-        spec:
-          restartPolicy: Never
-          volumes: [{name: tmp, emptyDir: {}}]
-          containers:
-          - name: main
-            image: unused
-            volumeMounts: [{name: tmp, mountPath: /tmp}]
-            command: [python, -c, 'import tailor_devstack, tailor_contract; open("/tmp/x", "w"); print("ok")']
-        """)
-    eventually(lambda: phase(stack, namespace, "covered") in ("Succeeded", "Failed"),
-               timeout=30, what="the pod to finish")
-    logs = stack.kubectl("logs", "covered", "-n", namespace).stdout
-    assert phase(stack, namespace, "covered") == "Succeeded", logs
-    assert logs.strip() == "ok"
