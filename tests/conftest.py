@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import chart_operator
+from tests.support.chart_operator import ChartOperator
 from tests.support.testing import (
-    TRAINER_IMAGE,
-    OperatorProcess,
     StackHandle,
     acquire_stack,
     eventually,
@@ -79,11 +79,12 @@ tests, the tests that run a private operator) are left alone."""
 
 
 @pytest.fixture(scope="session")
-def operator(stack: StackHandle, crds: None) -> Iterator[OperatorProcess]:
-    # Without it every worker waits in ImagePullBackOff until its test times out.
-    assert TRAINER_IMAGE in stack.stack.node_images(stack.state), (
-        f"the node has no {TRAINER_IMAGE}: run `make images`, then `make down up`")
-    process = OperatorProcess(stack, stack.dir / "logs" / "operator-tests.log",
-                              "--namespace", OPERATOR_NAMESPACES)
-    yield process
-    process.stop()
+def operator(stack: StackHandle, crds: None) -> Iterator[ChartOperator]:
+    """The operator as users run it: the chart's Deployment, in a namespace of its own (its
+    uninstall deletes it), serving the namespaces of the tests that ask for it. Tests that kill
+    or pause an operator run their own OperatorProcess instead."""
+    handle = chart_operator.install(stack, namespace="tailor-tests", release="tailor-tests",
+                                    serve=[OPERATOR_NAMESPACES])
+    yield handle
+    (stack.dir / "logs" / "operator-tests.log").write_text(handle.logs())
+    handle.uninstall()

@@ -129,6 +129,13 @@ class Stack:
             "coredns": http(f"http://{layout.node_ip}:{nodeconf.COREDNS_HEALTH_PORT}/health"),
         }
 
+    def _load_images(self, state: StackState, paths: dict[str, Path],
+                     progress: Callable[[str], None]) -> None:
+        layout = nodens.layout_of(state)
+        nodeimages.load(paths["ctr"], nodeconf.containerd_socket(layout),
+                        nodeconf.containerd_root(layout, paths["node-cache"]).parent
+                        / "imported.json", progress, self.images)
+
     def node_images(self, state: StackState) -> set[str]:
         """The images the node has, by reference (what a pod's `image` can name)."""
         return nodeimages.listed(node_binary_paths()["ctr"],
@@ -166,6 +173,7 @@ class Stack:
         state = self.load_state()
         if state is not None and all(self.health(state).values()):
             progress(f"the local stack is already running (state in {self.dir})")
+            self._load_images(state, node_binary_paths(), progress)  # what `make images` changed
             self._write_env(state)
             return state
         if state is not None:
@@ -221,9 +229,7 @@ class Stack:
                                "mlflow")
         self._start(state, "mlflow", paths)
         wait(["containerd"])
-        nodeimages.load(paths["ctr"], nodeconf.containerd_socket(layout),
-                        nodeconf.containerd_root(layout, paths["node-cache"]).parent
-                        / "imported.json", progress, self.images)
+        self._load_images(state, paths, progress)
         wait(["kube-apiserver"])
         self._apply(nodeconf.COREDNS_RBAC, paths)
         for name in ("kube-controller-manager", "kube-scheduler", *NODE_COMPONENTS):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf").setLevel(logging.WARNING)  # not a line per handler call
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per probe
     # With --leader-elect a standby waits here, answering its probes, until it holds the Lease:
     # Kopf and the background loops (its startup handlers) start only in the leader.
     leadership.run_when_leader(config, lambda: run(config))
@@ -160,5 +163,8 @@ def run(config: OperatorSettings) -> None:
     kopf.run(
         **scope,
         standalone=True,
+        # Kopf's default identity asks getpass, which fails for a uid with no passwd entry (the
+        # image runs as 65532); the pod's name is what a reader of its logs wants anyway.
+        identity=os.environ.get("POD_NAME") or socket.gethostname(),
         liveness_endpoint=f"http://{config.bind_address}:{config.liveness_port}/healthz",
     )

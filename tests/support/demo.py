@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.support import chart_operator
 from tests.support.serving import Served
 from tests.support.story import MODEL, MONITOR, Size, Story, condition, part_line
-from tests.support.testing import OperatorProcess, StackHandle, acquire_stack, eventually
+from tests.support.testing import StackHandle, acquire_stack, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "tailor-demo"
@@ -118,8 +119,12 @@ def summary(story: Story, phases: Phases, record: dict[str, Any]) -> None:
 def urls(stack: StackHandle, story: Story) -> None:
     state = stack.state
     print(stack.kubectl("get", "tj,dm", "-n", NAMESPACE).stdout)
-    print(f"The stack stays up (`make down` stops it); `source {stack.dir / 'env'}` to use "
-          "kubectl, `make operator` to run the operator.")
+    # Every pod ran an image built here, on the kubelet: the operator's and the trainer's.
+    print(stack.kubectl("get", "pods", "-A", "-o", "custom-columns=NAMESPACE:.metadata.namespace,"
+                        "POD:.metadata.name,IMAGE:.spec.containers[0].image,"
+                        "STATUS:.status.phase,NODE:.spec.nodeName").stdout)
+    print(f"The stack stays up (`make down` stops it) with the operator installed (`helm -n "
+          f"tailor-system status tailor`); `source {stack.dir / 'env'}` to use kubectl.")
     print(f"   MinIO      {stack.env['MINIO_CONSOLE_URL']}  (bucket {story.bucket}; user "
           f"{state.s3_access_key}, password in .tailor/env)")
     print(f"   MLflow     {state.mlflow_uri}  (experiment tailor-demo)")
@@ -137,9 +142,10 @@ def main() -> int:
     print("== Tailor demo ==")
     stack, _ = acquire_stack()
     prepare(stack)
-    print("-> starting the operator (log: .tailor/logs/operator-demo.log)")
-    operator = OperatorProcess(stack, stack.dir / "logs" / "operator-demo.log",
-                               "--namespace", NAMESPACE)
+    print("-> installing the operator with its Helm chart (release tailor in tailor-system)")
+    operator = chart_operator.install(stack, namespace="tailor-system", release="tailor",
+                                      serve=[NAMESPACE])
+    print(f"   operator pod Ready {operator.ready_after:.1f}s after `helm upgrade --install`")
     story = Story(stack, NAMESPACE, f"tailor-demo-{secrets.token_hex(3)}", Size())
     phases = Phases()
     record: dict[str, Any] = {}
@@ -155,7 +161,8 @@ def main() -> int:
             print(f"   {exc}")
             code = 1
     finally:
-        operator.stop()
+        # The operator stays installed, as on a cluster; its log is kept beside the stack's.
+        (stack.dir / "logs" / "operator-demo.log").write_text(operator.logs())
     summary(story, phases, record)
     urls(stack, story)
     return code

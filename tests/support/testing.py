@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,9 +31,17 @@ T = TypeVar("T")
 _APP_VERSION = yaml.safe_load((REPO_ROOT / "helm" / "tailor" / "Chart.yaml").read_text())[
     "appVersion"]
 TRAINER_IMAGE = f"ghcr.io/tailor-dev/tailor-trainer:{_APP_VERSION}"
+OPERATOR_IMAGE = f"ghcr.io/tailor-dev/tailor-operator:{_APP_VERSION}"
 # The smallest image with python, sh, coreutils and the `kubernetes` client: for test pods.
-TOOLS_IMAGE = f"ghcr.io/tailor-dev/tailor-operator:{_APP_VERSION}"
+TOOLS_IMAGE = OPERATOR_IMAGE
 PAUSE_IMAGE = SANDBOX_IMAGE  # a pod that waits, doing nothing, until it is stopped
+
+
+def require_images(stack: StackHandle, images: Sequence[str]) -> None:
+    """Fail at once, not after a pull back-off, when the node lacks an image."""
+    if missing := sorted(set(images) - stack.stack.node_images(stack.state)):
+        raise AssertionError(f"the node has no {', '.join(missing)}: run `make images`, then "
+                             "restart the stack (`make down up`) so that it imports them")
 
 
 def eventually(probe: Callable[[], T | None], *, timeout: float, what: str,

@@ -25,8 +25,9 @@ def kubeconform_run(kubeconform: Path, locations: list[str], manifests: str
     return report["resources"]
 
 
-@pytest.mark.parametrize("values", [[], ["-f", str(CHART / "ci" / "nondefault-values.yaml")]],
-                         ids=["defaults", "nondefault"])
+@pytest.mark.parametrize("values", [[], ["-f", str(CHART / "ci" / "nondefault-values.yaml")],
+                                    ["-f", str(CHART / "ci" / "local-stack-values.yaml")]],
+                         ids=["defaults", "nondefault", "local-stack"])
 def test_rendered_chart_is_valid_for_the_cluster_and_the_crds(
         helm: Path, kubeconform: Path, schema_locations: list[str], values: list[str]) -> None:
     manifests = subprocess.run(

@@ -73,7 +73,9 @@ OPERATOR_RULES = (
     | triples("", "events", "create"))
 
 
-@pytest.mark.parametrize("values", [[], ["-f", str(NONDEFAULT)]], ids=["defaults", "nondefault"])
+@pytest.mark.parametrize("values", [[], ["-f", str(NONDEFAULT)],
+                                    ["-f", str(CHART / "ci" / "local-stack-values.yaml")]],
+                         ids=["defaults", "nondefault", "local-stack"])
 def test_helm_lint_strict(helm: Path, values: list[str]) -> None:
     result = subprocess.run([str(helm), "lint", "--strict", str(CHART), *values],
                             capture_output=True, text=True)
