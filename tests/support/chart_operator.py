@@ -163,8 +163,9 @@ class ChartOperator:
         helm(self.stack, "uninstall", self.release, "-n", self.namespace, "--wait",
              "--timeout", "120s", check=False)
         if delete_namespace:
-            self.stack.kubectl("delete", "namespace", self.namespace, "--wait=false",
-                               check=False)
+            # Waited for: the next session installs into a namespace of the same name.
+            self.stack.kubectl("delete", "namespace", self.namespace, "--wait=true",
+                               "--timeout=120s", check=False, timeout=150)
 
     def stop(self) -> None:  # OperatorProcess's name for the end of a fixture
         self.uninstall()
