@@ -11,7 +11,7 @@ one) never share a kubelet directory, a CNI cache, iptables rules or a forwardin
   a pod sends leaves the machine.
 - mount: a persistent namespace (a file under the stack directory) in which the kubelet's and
   containerd's fixed paths (`/var/lib/kubelet`, `/var/log/pods`, `/var/log/containers`,
-  `/var/lib/cni`, `/run/containerd`) are bind mounts of directories under the stack directory;
+  `/var/lib/cni`, `/run/containerd`, `/run/netns`) are bind mounts of directories under the stack directory;
   on the machine they are empty mount points, created once.
 - cgroups: the kubelet's `cgroupRoot` is `/tailor-<hash>` in every v1 hierarchy; `down` kills
   what is left in it and removes it.
@@ -40,8 +40,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The kubelet sets these for the whole machine at start (its "kernel tunables").
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 SYSCTL_SAVE = Path("/run/tailor-node-sysctls.json")
+# /run/netns too: containerd pins each pod's network namespace there.
 NODE_PATHS = ("/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/var/lib/cni",
-              "/run/containerd")
+              "/run/containerd", "/run/netns")
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,9 @@ def leftovers(stack: Stack, state: StackState) -> dict[str, list[str]]:
                 continue
             if str(stack.dir) in cmdline:
                 procs.append(cmdline.replace("\0", " ")[:120])
-    namespaces = [n.name for n in netns.NETNS_DIR.iterdir() if n.name == node.netns] \
+    # The node's own, and pods' (containerd's `cni-*`, which must stay inside the node).
+    namespaces = [n.name for n in netns.NETNS_DIR.iterdir()
+                  if n.name == node.netns or n.name.startswith("cni-")] \
         if netns.NETNS_DIR.exists() else []
     cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{node.cgroup.strip('/')}")]
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
