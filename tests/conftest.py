@@ -20,7 +20,7 @@ from tests.support.chart_operator import ChartOperator
 from tests.support.testing import (
     StackHandle,
     acquire_stack,
-    eventually,
+    create_namespace,
     install_crds,
     keep_stack,
 )
@@ -59,11 +59,7 @@ def namespace(stack: StackHandle, request: pytest.FixtureRequest) -> Iterator[st
     # 32 random bits: parametrised tests share their 40-character slug, and a deleted namespace
     # keeps its name while it terminates (16 bits once collided among ~30 such names).
     name = f"{prefix}{slug}-{secrets.token_hex(4)}"
-    stack.kubectl("create", "namespace", name)
-    # Pods are refused until the ServiceAccount controller has made the default account.
-    eventually(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", name,
-                                     check=False).returncode == 0,
-               timeout=30, what=f"the default ServiceAccount in {name}")
+    create_namespace(stack, name)
     yield name
     stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

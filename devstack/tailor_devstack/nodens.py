@@ -11,8 +11,8 @@ one) never share a kubelet directory, a CNI cache, iptables rules or a forwardin
   a pod sends leaves the machine.
 - mount: a persistent namespace (a file under the stack directory) in which the kubelet's and
   containerd's fixed paths (`/var/lib/kubelet`, `/var/log/pods`, `/var/log/containers`,
-  `/var/lib/cni`, `/run/containerd`, `/run/netns`) are bind mounts of directories under the stack directory;
-  on the machine they are empty mount points, created once.
+  `/var/lib/cni`, `/run/containerd`, `/run/netns`) are bind mounts of directories under the
+  stack directory; on the machine they are empty mount points, created once.
 - cgroups: the kubelet's `cgroupRoot` is `/tailor-<hash>` in every v1 hierarchy; `down` kills
   what is left in it and removes it.
 

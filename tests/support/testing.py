@@ -37,6 +37,14 @@ TOOLS_IMAGE = OPERATOR_IMAGE
 PAUSE_IMAGE = SANDBOX_IMAGE  # a pod that waits, doing nothing, until it is stopped
 
 
+def create_namespace(stack: StackHandle, name: str) -> None:
+    stack.kubectl("create", "namespace", name)
+    # Pods are refused until the ServiceAccount controller has made the default account.
+    eventually(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", name,
+                                     check=False).returncode == 0,
+               timeout=30, what=f"the default ServiceAccount in {name}")
+
+
 def require_images(stack: StackHandle, images: Sequence[str]) -> None:
     """Fail at once, not after a pull back-off, when the node lacks an image."""
     if missing := sorted(set(images) - stack.stack.node_images(stack.state)):

@@ -22,7 +22,13 @@ from test_chart_rbac import PROGRAM
 
 from tests.support import chart_operator
 from tests.support.chart_operator import ChartOperator
-from tests.support.testing import OPERATOR_IMAGE, TRAINER_IMAGE, StackHandle, eventually
+from tests.support.testing import (
+    OPERATOR_IMAGE,
+    TRAINER_IMAGE,
+    StackHandle,
+    create_namespace,
+    eventually,
+)
 
 # Seconds from `helm upgrade --install` to Ready, and from apply to Succeeded, for the report.
 TIMINGS: dict[str, float] = {}
@@ -32,10 +38,7 @@ TIMINGS: dict[str, float] = {}
 def jobs_namespace(stack: StackHandle) -> Iterator[str]:
     """The namespace the operator serves; the release lives in another one."""
     name = f"t-chartop-{secrets.token_hex(4)}-jobs"
-    stack.kubectl("create", "namespace", name)
-    eventually(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", name,
-                                     check=False).returncode == 0,
-               timeout=30, what=f"the default ServiceAccount in {name}")
+    create_namespace(stack, name)
     yield name
     stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

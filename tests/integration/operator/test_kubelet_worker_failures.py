@@ -22,6 +22,7 @@ from tailor_contract import constants as c
 
 from tests.support.chart_operator import ChartOperator
 from tests.support.testing import TRAINER_IMAGE, StackHandle, eventually, require_images
+from tests.support.trainingjobs import condition, get, pods_of, status, wait_condition
 
 MEMORY = "1Gi"  # the launcher (PID 1) imports torch: ~300 MB before the command starts
 GRACE = 5  # seconds: the grace period a pod is deleted with below
@@ -48,39 +49,10 @@ def custom_job(name: str, script: str, *, memory: str | None = MEMORY,
                        "metadata": {"name": name}, "spec": body})
 
 
-def get(stack: StackHandle, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    result = stack.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else {}
-
-
-def status(stack: StackHandle, namespace: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = get(stack, namespace, "tj", name).get("status", {})
-    return found
-
-
-def condition(stack: StackHandle, namespace: str, name: str, kind: str) -> dict[str, Any]:
-    return next((x for x in status(stack, namespace, name).get("conditions", [])
-                 if x["type"] == kind), {})
-
-
-def wait_condition(stack: StackHandle, namespace: str, name: str, kind: str,
-                   value: str = "True", timeout: float = 120) -> dict[str, Any]:
-    return eventually(lambda: condition(stack, namespace, name, kind).get("status") == value
-                      and condition(stack, namespace, name, kind), timeout=timeout,
-                      what=f"{name}'s {kind} to be {value}")
-
-
-def worker_pods(stack: StackHandle, namespace: str, name: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = json.loads(stack.kubectl(
-        "get", "pods", "-n", namespace, "-l", f"{c.LABEL_TRAININGJOB}={name}", "-o", "json"
-    ).stdout)["items"]
-    return items
-
-
 def logged(stack: StackHandle, namespace: str, name: str, text: str) -> str:
     """The name of the job's worker pod once its log has `text` (it got that far)."""
     def probe() -> str | None:
-        for pod in worker_pods(stack, namespace, name):
+        for pod in pods_of(stack, namespace, name):
             pod_name: str = pod["metadata"]["name"]
             if text in stack.kubectl("logs", pod_name, "-n", namespace, "-c", "trainer",
                                      check=False).stdout:
@@ -170,7 +142,7 @@ def test_dev_shm_is_a_tmpfs_of_half_the_memory_limit(
     wait_condition(stack, namespace, "shm", "Succeeded")
     # The builder's emptyDir sizeLimit (half of 1Gi) becomes the tmpfs's size= on the kubelet,
     # in place of the runtime's 64 MiB.
-    [pod] = worker_pods(stack, namespace, "shm")
+    [pod] = pods_of(stack, namespace, "shm")
     log = stack.kubectl("logs", pod["metadata"]["name"], "-n", namespace, "-c",
                         "trainer").stdout.splitlines()
     assert f"shm {512 << 20} tmpfs" in log, log

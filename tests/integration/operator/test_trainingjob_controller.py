@@ -16,6 +16,7 @@ import requests
 from tailor_contract import trainer_api
 
 from tests.support.testing import OperatorProcess, StackHandle, eventually
+from tests.support.trainingjobs import condition, get, pods_of, status, wait_condition
 
 # A small distributed program in the shape of a training run: rank 0 serves the trainer's
 # progress metrics, every step all-reduces across all processes, and rank 0 writes the
@@ -72,35 +73,6 @@ def trainingjob(name: str, *, workers: int = 2, env: dict[str, str] | None = Non
     }
     return json.dumps({"apiVersion": "tailor.dev/v1alpha1", "kind": "TrainingJob",
                        "metadata": {"name": name}, "spec": spec})
-
-
-def get(stack: StackHandle, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    result = stack.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else {}
-
-
-def status(stack: StackHandle, namespace: str, name: str) -> dict[str, Any]:
-    result: dict[str, Any] = get(stack, namespace, "tj", name).get("status", {})
-    return result
-
-
-def condition(stack: StackHandle, namespace: str, name: str, kind: str) -> dict[str, Any]:
-    return next((c for c in status(stack, namespace, name).get("conditions", [])
-                 if c["type"] == kind), {})
-
-
-def wait_condition(stack: StackHandle, namespace: str, name: str, kind: str,
-                   timeout: float = 180) -> dict[str, Any]:
-    return eventually(lambda: condition(stack, namespace, name, kind).get("status") == "True"
-                      and condition(stack, namespace, name, kind), timeout=timeout,
-                      what=f"{name} to become {kind}")
-
-
-def pods_of(stack: StackHandle, namespace: str, name: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = json.loads(stack.kubectl(
-        "get", "pods", "-n", namespace, "-l", f"tailor.dev/trainingjob={name}", "-o", "json"
-    ).stdout)["items"]
-    return items
 
 
 def done_lines(stack: StackHandle, namespace: str, name: str) -> list[str]:
