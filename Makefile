@@ -48,7 +48,7 @@ operator: up ## run the operator in the foreground against the local stack (all 
 	@source .tailor/env && $(PY) -m tailor --bind-address 127.0.0.1
 
 .PHONY: demo
-demo: up ## the whole story: train, promote, serve, drift, retrain, promote the retrain (2-3 minutes on 2 CPUs)
+demo: up ## the whole story: train, promote, serve, drift, retrain, promote the retrain (about 3 minutes on 2 CPUs)
 	@$(PY) -m tests.support.demo
 
 .PHONY: demo-smoke
