@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Builds Tailor's two images without a daemon and loads them into the node's containerd.
+# Builds Tailor's images (operator, trainer, and the node's pause) without a daemon, as OCI
+# archives; the local stack imports them into its node (devstack/tailor_devstack/nodeimages.py).
 #
 #   hack/build-images.sh [build] [pause] [operator] [trainer]
 #                                                       build (all by default), write the archives
 #   hack/build-images.sh base                           build the base only; print its reference
-#   hack/build-images.sh load ADDRESS [operator] [trainer]
-#                                                       import the archives into containerd at the
-#                                                       socket ADDRESS (namespace k8s.io)
 #   hack/build-images.sh prune                          drop the image store and the archives
 #
 # buildah (Debian's package) builds operator/Dockerfile and trainer-image/Dockerfile unchanged
@@ -124,39 +122,6 @@ build_images() {
   bh images --filter reference='ghcr.io/tailor-dev/*' >&2
 }
 
-find_ctr() {
-  local ctr="${CTR:-$TAILOR_BIN_ROOT/containerd-${CONTAINERD_VERSION:-none}/ctr}"
-  [[ -x "$ctr" ]] || ctr="$(command -v ctr || true)"
-  [[ -n "$ctr" ]] || { echo "error: ctr not found: run hack/build-binaries.sh containerd, or set CTR" >&2; return 1; }
-  echo "$ctr"
-}
-
-# load_images ADDRESS NAME...: imports each archive into containerd's k8s.io namespace (the
-# kubelet's) unless containerd already has that manifest under that name.
-load_images() {
-  local address="$1" ctr name ref archive want have start; shift
-  local names=("$@")
-  [[ ${#names[@]} -gt 0 ]] || names=(pause operator trainer)
-  check_names "${names[@]}"
-  ctr="$(find_ctr)"
-  for name in "${names[@]}"; do
-    ref="$(ref_of "$name")" archive="$(archive_of "$name")" start=$SECONDS
-    [[ -f "$archive" ]] || { echo "error: $archive is missing: run hack/build-images.sh build $name" >&2; return 1; }
-    want="$(tar -xOf "$archive" index.json | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')"
-    have="$("$ctr" --address "$address" -n k8s.io images ls "name==$ref" | awk 'NR > 1 {print $3}')"
-    if [[ "$have" == "$want" ]]; then
-      images_log "containerd has $ref ($want)"
-      continue
-    fi
-    # The unpacked snapshot is all the kubelet needs: the layer blobs would be a second copy.
-    "$ctr" --address "$address" -n k8s.io images import --local --base-name "${ref%:*}" \
-      --discard-unpacked-layers "$archive" >&2
-    # Pinned: the kubelet's image garbage collection never removes it (nothing could pull it back).
-    "$ctr" --address "$address" -n k8s.io images label "$ref" io.cri-containerd.pinned=pinned >/dev/null
-    images_log "loaded $ref into containerd in $((SECONDS - start)) s"
-  done
-}
-
 cmd="${1:-build}"
 [[ $# -gt 0 ]] && shift
 exec 9>"$images_dir/.lock"
@@ -164,11 +129,8 @@ flock 9
 case "$cmd" in
   build) build_images "$@" ;;
   base) base_image ;;
-  load)
-    [[ $# -ge 1 ]] || { echo "usage: $0 load CONTAINERD_ADDRESS [operator] [trainer]" >&2; exit 2; }
-    load_images "$@" ;;
   prune) bh rm --all >/dev/null 2>&1 || true; bh rmi --all --force >/dev/null 2>&1 || true
     rm -rf "${images_dir:?}"/tailor-*.oci.tar* "$TMPDIR" ;;
   pause | operator | trainer) build_images "$cmd" "$@" ;;
-  *) echo "usage: $0 [build|base|load ADDRESS|prune] [operator] [trainer]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|base|prune] [pause] [operator] [trainer]" >&2; exit 2 ;;
 esac

@@ -86,7 +86,7 @@ class PKI:
         if not self.cert("serving").exists() or (
             not params.exists() or json.loads(params.read_text()) != wanted
         ):
-            self._make_leaf(
+            self.issue(
                 "serving",
                 common_name="tailor-local-serving",
                 groups=(),
@@ -97,7 +97,7 @@ class PKI:
             params.write_text(json.dumps(wanted))
         for identity in clients:
             if not self.cert(identity.name).exists():
-                self._make_leaf(
+                self.issue(
                     identity.name,
                     common_name=identity.common_name,
                     groups=identity.groups,
@@ -146,16 +146,17 @@ class PKI:
         _write_key(self.key("ca"), key)
         self.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def _make_leaf(
+    def issue(
         self,
         name: str,
         *,
         common_name: str,
-        groups: tuple[str, ...],
-        ips: list[str],
-        dns_names: list[str],
-        usage: x509.ObjectIdentifier,
+        groups: tuple[str, ...] = (),
+        ips: list[str] | None = None,
+        dns_names: list[str] | None = None,
+        usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
     ) -> None:
+        """A certificate signed by the CA, written as `<name>.crt` and `<name>.key`."""
         ca_key = _load_key(self.key("ca"))
         ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
@@ -173,8 +174,8 @@ class PKI:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
-        alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-        alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names or []]
+        alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips or []]
         if alt_names:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())

@@ -17,7 +17,6 @@ name `<fullname>.<namespace>.svc` (`alertmanager_receiver`).
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import secrets
 import subprocess
@@ -25,15 +24,11 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tailor_devstack.pki import PKI
 
 from tests.support import chart_rules
 from tests.support.testing import (
@@ -181,30 +176,6 @@ def helm(stack: StackHandle, *args: str, check: bool = True,
     return result
 
 
-def serving_certificate(ca_dir: Path, names: Sequence[str]) -> tuple[bytes, bytes]:
-    """A server certificate for `names` signed by the stack's CA (PEM certificate, PEM key)."""
-    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 def apply_secret(stack: StackHandle, namespace: str, name: str, data: Mapping[str, str],
                  kind: str = "Opaque") -> None:
     """A Secret written through stdin, so its values appear in no command line."""
@@ -220,10 +191,12 @@ def _webhook_secrets(stack: StackHandle, namespace: str, fullname: str, tls: boo
     if tls:
         service = f"{fullname}.{namespace}"
         names = [f"{service}.svc", fullname, service, f"{service}.svc.{CLUSTER_DOMAIN}"]
-        cert, key = serving_certificate(stack.dir / "pki", names)
+        pki = PKI(stack.dir / "pki")
+        pki.issue(f"webhook-{namespace}-{fullname}", common_name=names[0], dns_names=names)
         apply_secret(stack, namespace, WEBHOOK_TLS_SECRET, {
-            "tls.crt": cert.decode(), "tls.key": key.decode(),
-            "ca.crt": (stack.dir / "pki" / "ca.crt").read_text()}, kind="kubernetes.io/tls")
+            "tls.crt": pki.cert(f"webhook-{namespace}-{fullname}").read_text(),
+            "tls.key": pki.key(f"webhook-{namespace}-{fullname}").read_text(),
+            "ca.crt": pki.ca_cert.read_text()}, kind="kubernetes.io/tls")
     return token
 
 
